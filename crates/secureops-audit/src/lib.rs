@@ -1,1 +1,82 @@
-//! placeholder
+//! SecureOps audit log: signed, hash-chained JSON Lines, one entry per
+//! decision.
+//!
+//! # Format
+//!
+//! Every line is one JSON object in canonical form (RFC 8785 for our data:
+//! keys sorted, compact, integers and strings only), ending in `\n`:
+//!
+//! * always: `seq` (0, 1, 2, … gap-free over the whole series), `ts` (RFC 3339
+//!   UTC, microseconds, `Z`), `kind` (`egress`|`dns`|`start`|`stop`),
+//!   `decision` (`allow`|`deny`|`escalate`, `null` for start/stop), `reason`,
+//!   `host`, `port`, `via`, `pid`, `exe` (`null` when unknown), `prev`
+//!   (lower-hex SHA-256 of the previous line's bytes without its newline; 64
+//!   `0`s for the first line) and `sig` (base64 ed25519 signature or `null`);
+//! * when present: `status`, `qtype`, `detail`;
+//! * `start`: `pubkey` (base64 of the 32-byte key), `fingerprint`
+//!   (`SHA256:` + unpadded base64 of sha256(pubkey), as ssh prints it),
+//!   `version`; `pid`/`exe` are the writer's own;
+//! * `stop`: `count` (entries in the series including start and stop,
+//!   i.e. its `seq + 1`).
+//!
+//! The chain head of a line is sha256 of that line serialised with
+//! `"sig":null` (for an unsigned line: the line itself). `sig` signs
+//! `b"secureops-audit-v1\0" || head`. Since each head commits to `prev`, a
+//! signature covers its own line and every line before it. With
+//! [`SignPolicy::Batch`] only the last line of each group commit carries a
+//! signature; `start` and `stop` lines always do.
+//!
+//! # Restarts, torn tails, rotation
+//!
+//! * Opening an existing log continues its chain with a new `start` entry
+//!   (`reason: "restart"`; its `detail` notes a missing stop or a repaired
+//!   tail). A log started with another key is refused.
+//! * A torn last line (the previous run died mid-write, so it was never
+//!   acknowledged) is moved to `<path>.torn` and cut off, so the log stays
+//!   verifiable; `verify` on the unrepaired file reports
+//!   [`Fault::TornLastLine`].
+//! * With `rotate_bytes > 0`, when the next group would push the file past
+//!   that size, the file gets a signed `stop` (`reason: "rotate"`), is renamed
+//!   to `<stem>.<n>.<ext>` (n = 1, 2, …), and a new file at `path` starts with
+//!   a `start` entry that continues `seq` and `prev`. Verify a series by
+//!   passing the files oldest first, the current `path` last. The series must
+//!   start at `seq` 0: a rotated file on its own does not verify.
+//!
+//! # Failure
+//!
+//! A failed write or sync fails every request of its group (the decisions
+//! become refusals), truncates the file back to the last good line and keeps
+//! the in-memory chain there; the next group retries.
+
+#![forbid(unsafe_code)]
+// Tests may unwrap; library code may not (checked by clippy without cfg(test)).
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod chain;
+mod config;
+mod encode;
+mod entry;
+mod error;
+mod finding;
+mod keys;
+mod log;
+mod pipe;
+mod resume;
+mod storage;
+mod verify;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+pub use chain::{DOMAIN, fingerprint_of};
+pub use config::{AuditConfig, FsyncPolicy, SignPolicy};
+pub use entry::{Entry, EntryKind, MAX_LINE};
+pub use error::AuditError;
+pub use finding::{AuditFinding, Kind, Verdict, Via};
+pub use keys::{generate_key, load_public_key};
+pub use log::AuditLog;
+pub use verify::{Fault, VerifyError, VerifyReport, verify};
+
+/// Re-exported so callers can name [`load_public_key`]'s result.
+pub use ed25519_dalek::VerifyingKey;

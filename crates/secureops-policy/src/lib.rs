@@ -1,1 +1,29 @@
-//! placeholder
+//! SecureOps policy: what the egress guard lets out (PRODUCT.md B.3).
+//!
+//! Pure functions and data, no I/O, so the proxy, the DNS sinkhole and
+//! `secureops check` share one answer and tests need no sockets.
+//!
+//! - [`normalize`]: one canonical form for hosts ([`normalize_host`]):
+//!   lower case, punycode, no trailing dot, non-canonical numeric hosts refused.
+//! - [`rules`]: the rule grammar ([`Rule`]: `example.com:8443`,
+//!   `*.example.com`, `[2001:db8::1]:22`, `10.0.0.0/8:5432`).
+//! - [`allowlist`]: rules compiled for lookups whose cost does not grow
+//!   with the rule count ([`Allowlist::find`], [`Allowlist::resolves`]).
+//! - [`destination`]: destination safety: refuse addresses that are not
+//!   globally reachable unless listed ([`vet`], [`special_purpose`]).
+//! - [`cidr`]: strict CIDR text ([`CidrError`]) and the prefix table
+//!   behind CIDR rules and private destinations.
+
+#![forbid(unsafe_code)]
+
+pub mod allowlist;
+pub mod cidr;
+pub mod destination;
+pub mod normalize;
+pub mod rules;
+
+pub use allowlist::{Allowlist, RuleListError};
+pub use cidr::CidrError;
+pub use destination::{PrivateDestinationError, PrivateDestinations, UnsafeDestination, special_purpose, vet};
+pub use normalize::{Host, HostError, normalize_host};
+pub use rules::{PortSpec, Rule, RuleError, RuleHost};

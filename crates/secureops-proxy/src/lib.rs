@@ -1,1 +1,43 @@
-//! placeholder
+//! # secureops-proxy — the egress enforcement point
+//!
+//! All outbound agent traffic goes through this crate: a local forward
+//! proxy that asks the policy decision point about every connection before
+//! a single byte leaves the machine, and records each decision in the signed
+//! audit log. The data path reads in module order:
+//!
+//! | step | module | what it does |
+//! |---|---|---|
+//! | accept | [`server`] | listener, `max_connections`, graceful shutdown |
+//! | peek | [`peek`] | CONNECT line, absolute-form URL, TLS SNI — no interception |
+//! | decide | [`decision`], [`context`] | PDP call, fail-closed on error, panic or timeout |
+//! | vet | [`resolve`] | own resolution, special-purpose ranges refused, connect to the vetted address |
+//! | audit | [`context`] | one entry per decision, before any byte is relayed or a refusal sent |
+//! | relay | `tunnel`, `http`, [`relay`] | CONNECT tunnels (with the SNI check) and per-request HTTP forwarding |
+//!
+//! Every refusal is a [`Refusal`], which alone decides the status code
+//! (403 policy, 400 malformed, 502/504 upstream, 503 overload) and the
+//! one-line reason.
+//!
+//! Fail-closed is the contract (PRODUCT.md W0): [`FailMode::Closed`] is the
+//! only mode.
+#![forbid(unsafe_code)]
+
+mod conn;
+pub mod context;
+pub mod decision;
+mod http;
+pub mod peek;
+pub mod refusal;
+pub mod relay;
+pub mod resolve;
+pub mod server;
+mod tunnel;
+
+pub use context::{ProxyConfig, ProxyContext, egress_finding};
+pub use decision::{
+    AllowlistPdp, ConnectionRequest, Decision, EnforcementTier, FailMode, PdpError, PolicyDecisionPoint, Ruling,
+};
+pub use peek::PeekedHost;
+pub use refusal::Refusal;
+pub use resolve::{Resolver, ResolverError};
+pub use server::{EgressProxy, handle_connection};

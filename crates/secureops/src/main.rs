@@ -1,1 +1,65 @@
-fn main() {}
+//! `secureops`: the binary that wires the policy, the enforcement point and
+//! the audit log together. Each subcommand lives in its own module.
+#![forbid(unsafe_code)]
+
+mod audit_cmd;
+mod check;
+mod cli;
+mod config;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, ConfigCommand};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let result = match cli.command {
+        Command::Proxy { config } => serve::proxy(config.as_deref()),
+        Command::Run {
+            config,
+            allow,
+            audit,
+            weak,
+            cmd,
+        } => serve::run(config.as_deref(), &allow, audit.as_deref(), weak, &cmd),
+        Command::Check { config, pid, dest } => return check::check(config.as_deref(), pid, &dest),
+        Command::Audit { action } => return audit_cmd::audit(action),
+        Command::Keygen { out } => audit_cmd::keygen(&out),
+        Command::Tier { json } => {
+            serve::tier(json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config {
+            action: ConfigCommand::Validate { file },
+        } => match config::load(Some(&file)) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    println!("warning: {w}");
+                }
+                println!("ok {} ({} rules)", file.display(), loaded.allowlist.len());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("secureops: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! `[audit]` settings.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// When appended lines are forced to stable storage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// `fsync` (data sync) after every entry.
+    Always,
+    /// One data sync per group commit (default).
+    #[default]
+    Batch,
+}
+
+/// Which entries carry a signature.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignPolicy {
+    /// Every entry is signed.
+    Each,
+    /// Only the last entry of each group commit (and every start/stop) is
+    /// signed; one signature covers the whole group (default).
+    #[default]
+    Batch,
+}
+
+/// How to open an [`crate::AuditLog`]. Deserialises from the `[audit]`
+/// table (unknown keys are errors); `version` is set by the program.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The log file (JSON Lines). Created with mode 0600 if missing.
+    pub path: PathBuf,
+    /// The ed25519 private key (PKCS#8 PEM). Created with mode 0600 if missing.
+    pub signing_key: PathBuf,
+    /// When to sync.
+    pub fsync: FsyncPolicy,
+    /// What to sign.
+    pub sign: SignPolicy,
+    /// Rotate to a new file once the current one would exceed this many
+    /// bytes; 0 never rotates.
+    pub rotate_bytes: u64,
+    /// Software version recorded in `start` entries.
+    #[serde(skip)]
+    pub version: String,
+}
+
+impl AuditConfig {
+    /// A config with the given files and default policies.
+    pub fn new(path: impl Into<PathBuf>, signing_key: impl Into<PathBuf>) -> Self {
+        AuditConfig {
+            path: path.into(),
+            signing_key: signing_key.into(),
+            ..AuditConfig::default()
+        }
+    }
+}
+
+impl Default for AuditConfig {
+    /// The built-in default: `secureops-audit.jsonl` and
+    /// `secureops-audit.key` in the current folder, batch fsync and signing.
+    fn default() -> Self {
+        AuditConfig {
+            path: PathBuf::from("secureops-audit.jsonl"),
+            signing_key: PathBuf::from("secureops-audit.key"),
+            fsync: FsyncPolicy::default(),
+            sign: SignPolicy::default(),
+            rotate_bytes: 0,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+}

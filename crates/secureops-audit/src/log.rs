@@ -1,0 +1,128 @@
+//! The handle the proxy holds.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::AuditConfig;
+use crate::encode::Encoder;
+use crate::error::AuditError;
+use crate::finding::AuditFinding;
+use crate::keys::load_or_create_signing_key;
+use crate::pipe;
+use crate::resume;
+use crate::storage::{FileStorage, Storage};
+use crate::writer::{self, Request, Shared, Writer};
+
+/// Requests waiting for the writer. A full queue makes `append` wait; callers
+/// bound that wait with their own timeout (and refuse when it expires).
+const QUEUE: usize = 4096;
+
+/// A cloneable handle to the log's writer thread.
+#[derive(Clone, Debug)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Request>,
+    shared: Arc<Shared>,
+    fingerprint: Arc<str>,
+}
+
+impl AuditLog {
+    /// Loads (or creates, mode 0600) the signing key, opens `path` for append
+    /// (creating it, mode 0600), starts the writer and appends the signed
+    /// `start` entry.
+    ///
+    /// An existing log is continued: the `start` entry links to its last line
+    /// (see the crate docs for torn last lines). With `rotate_bytes > 0` the
+    /// writer rotates files as described in the crate docs.
+    ///
+    /// # Errors
+    /// The key file is too open ([`AuditError::KeyPermissions`]) or invalid,
+    /// the existing log cannot be continued, or the `start` entry cannot be
+    /// written and synced.
+    pub fn open(config: AuditConfig) -> Result<AuditLog, AuditError> {
+        let key = load_or_create_signing_key(&config.signing_key)?;
+        let resume = resume::prepare(&config.path, &key.verifying_key())?;
+        let storage = FileStorage::open(&config.path, resume.rotated).map_err(|e| AuditError::io(&config.path, e))?;
+        let reason = if resume.continues() { "restart" } else { "start" };
+        let detail = (!resume.notes.is_empty()).then(|| resume.notes.join("; "));
+        let enc = Encoder::new(key, config.version.clone());
+        let writer = Writer::new(storage, enc, resume.head, &config, reason, detail);
+        Self::spawn(writer)
+    }
+
+    /// Writes the `start` entry synchronously, then hands the writer to its
+    /// thread.
+    pub(crate) fn spawn<S: Storage>(mut writer: Writer<S>) -> Result<AuditLog, AuditError> {
+        let path = writer.path();
+        writer
+            .commit(&[], false, &mut Vec::new())
+            .map_err(|e| AuditError::io(&path, e))?;
+        let fingerprint: Arc<str> = Arc::from(writer.fingerprint());
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let shared = Arc::new(Shared::default());
+        let pipe = writer.pipe();
+        let syncer_shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("secureops-audit-sync".to_owned())
+            .spawn(move || pipe::sync_loop(pipe, syncer_shared))
+            .map_err(|e| AuditError::io(&path, e))?;
+        let pipe = writer.pipe();
+        if let Err(e) = std::thread::Builder::new()
+            .name("secureops-audit".to_owned())
+            .spawn(move || writer::run(writer, rx))
+        {
+            pipe.shutdown();
+            return Err(AuditError::io(&path, e));
+        }
+        Ok(AuditLog {
+            tx,
+            shared,
+            fingerprint,
+        })
+    }
+
+    /// Appends one entry and resolves once its line is written (and synced
+    /// per policy). Returns the entry's `seq`.
+    ///
+    /// # Errors
+    /// Any error means the entry is not in the log and the decision must
+    /// become a refusal.
+    pub async fn append(&self, finding: AuditFinding) -> Result<u64, AuditError> {
+        self.request(|reply| Request::Append(finding, reply)).await
+    }
+
+    /// Writes the signed `stop` entry and syncs; later appends fail with
+    /// [`AuditError::Closed`]. Returns the number of entries in the log
+    /// series (including its start and stop entries).
+    ///
+    /// # Errors
+    /// [`AuditError::Closed`] if already closed; a write error leaves the log
+    /// open (close may be retried).
+    pub async fn close(&self) -> Result<u64, AuditError> {
+        self.request(Request::Close).await
+    }
+
+    /// The signing key's fingerprint (`SHA256:…`).
+    pub fn fingerprint(&self) -> String {
+        self.fingerprint.to_string()
+    }
+
+    async fn request(&self, make: impl FnOnce(writer::Reply) -> Request) -> Result<u64, AuditError> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(AuditError::Closed);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| self.gone())?;
+        answer.await.map_err(|_| self.gone())?
+    }
+
+    /// Why the writer no longer answers.
+    fn gone(&self) -> AuditError {
+        if self.shared.closed.load(Ordering::Acquire) {
+            AuditError::Closed
+        } else {
+            AuditError::WriterGone
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Hand-off between the writer thread and the syncer thread.
+//!
+//! With fsync=batch the writer does not wait for the data sync: it writes a
+//! group, queues it here and goes on encoding the next one, while the syncer
+//! thread syncs everything queued so far (one `fdatasync` covers several
+//! groups) and then answers their requests. The throughput limit becomes the
+//! sync latency alone instead of sync + encode + hand-over.
+//!
+//! A failed sync *poisons* the pipe: every group written after the last
+//! durable one fails, whether it was being synced or queued behind. Before
+//! its next group, the writer waits for the queue to drain, truncates the file
+//! back to the durable [`Mark`] and resets its chain head there.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use crate::error::AuditError;
+use crate::resume::ChainHead;
+use crate::storage::SyncFn;
+use crate::writer::{PendingStart, Reply, Shared, Slot};
+
+/// Writer state after some group: where to return to if later groups fail.
+#[derive(Clone)]
+pub(crate) struct Mark {
+    /// File length.
+    pub len: u64,
+    /// Chain head.
+    pub head: ChainHead,
+    /// Entries in the current file.
+    pub file_entries: u64,
+    /// A `start` entry still owed at the head of the next group.
+    pub start: Option<PendingStart>,
+}
+
+/// A group that is written but maybe not yet durable.
+pub(crate) struct Written {
+    /// State after this group.
+    pub mark: Mark,
+    /// How to make it durable; `None` when already synced (fsync=always).
+    pub sync: Option<SyncFn>,
+    /// Each finding's request and outcome.
+    pub replies: Vec<(Reply, Slot)>,
+    /// The close request and the entry count, if the group ends with `stop`.
+    pub close: Option<(Reply, u64)>,
+}
+
+impl Written {
+    /// Answers every request: with its outcome if `result` is `Ok`.
+    fn answer(self, result: &Result<(), (io::ErrorKind, String)>, path: &std::path::Path) {
+        let err = |(kind, msg): &(io::ErrorKind, String)| AuditError::io(path, io::Error::new(*kind, msg.clone()));
+        for (reply, slot) in self.replies {
+            let _ = reply.send(match (slot, result) {
+                (Slot::Refused(e), _) => Err(e),
+                (Slot::Seq(seq), Ok(())) => Ok(seq),
+                (Slot::Seq(_), Err(e)) => Err(err(e)),
+            });
+        }
+        if let Some((reply, count)) = self.close {
+            let _ = reply.send(result.as_ref().map(|_| count).map_err(err));
+        }
+    }
+}
+
+struct State {
+    queue: Vec<Written>,
+    durable: Mark,
+    poisoned: bool,
+    /// The syncer took a batch off the queue and has not answered it yet.
+    busy: bool,
+    /// The `stop` entry is durable.
+    closed: bool,
+    exit: bool,
+    /// In a failure episode (logged once, not per entry).
+    failing: bool,
+}
+
+/// See the module docs.
+pub(crate) struct Pipe {
+    state: Mutex<State>,
+    cond: Condvar,
+    path: PathBuf,
+}
+
+impl Pipe {
+    pub(crate) fn new(durable: Mark, path: PathBuf) -> Self {
+        Pipe {
+            state: Mutex::new(State {
+                queue: Vec::new(),
+                durable,
+                poisoned: false,
+                busy: false,
+                closed: false,
+                exit: false,
+                failing: false,
+            }),
+            cond: Condvar::new(),
+            path,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere must not take the log down with it; the state
+        // is only plain data.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait<'a>(&self, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.cond.wait(guard).unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until the syncer has answered everything queued.
+    fn idle(&self) -> MutexGuard<'_, State> {
+        let mut st = self.lock();
+        while !st.queue.is_empty() || st.busy {
+            st = self.wait(st);
+        }
+        st
+    }
+
+    /// Queues a written group; gives it back if the pipe is poisoned (a sync
+    /// failed while it was being written, so it fails too).
+    pub(crate) fn push(&self, written: Written) -> Result<(), Box<Written>> {
+        let mut st = self.lock();
+        if st.poisoned {
+            return Err(Box::new(written));
+        }
+        st.queue.push(written);
+        self.cond.notify_all();
+        Ok(())
+    }
+
+    /// After a failed sync: waits for the queue to drain and returns the
+    /// durable mark to return to. `None` when nothing failed.
+    pub(crate) fn poisoned(&self) -> Option<Mark> {
+        let mut st = self.lock();
+        if !st.poisoned {
+            // The common case must not wait for the syncer.
+            return None;
+        }
+        while !st.queue.is_empty() || st.busy {
+            st = self.wait(st);
+        }
+        Some(st.durable.clone())
+    }
+
+    /// The writer is back at the durable mark.
+    pub(crate) fn cure(&self) {
+        self.lock().poisoned = false;
+    }
+
+    /// Waits for the syncer to be idle; `false` if the pipe is poisoned.
+    pub(crate) fn quiesce(&self) -> bool {
+        !self.idle().poisoned
+    }
+
+    /// Records a new durable mark (after a synchronous write and sync).
+    pub(crate) fn set_durable(&self, mark: Mark) {
+        self.lock().durable = mark;
+    }
+
+    /// Waits until everything queued is answered; `true` if the log is closed.
+    pub(crate) fn closed(&self) -> bool {
+        self.idle().closed
+    }
+
+    /// Lets the syncer finish the queue and exit.
+    pub(crate) fn shutdown(&self) {
+        self.lock().exit = true;
+        self.cond.notify_all();
+    }
+
+    /// Logs the first failure of an episode.
+    pub(crate) fn note_failure(&self, what: &str, e: &io::Error) {
+        let mut st = self.lock();
+        self.failure(&mut st, what, e);
+    }
+
+    fn failure(&self, st: &mut State, what: &str, e: &io::Error) {
+        if !st.failing {
+            st.failing = true;
+            tracing::error!(path = %self.path.display(), error = %e,
+                "audit log {what} failed; decisions are refused until it recovers");
+        }
+    }
+
+    /// Ends a failure episode.
+    pub(crate) fn note_success(&self) {
+        let mut st = self.lock();
+        Self::success(&mut st, &self.path);
+    }
+
+    fn success(st: &mut State, path: &std::path::Path) {
+        if st.failing {
+            st.failing = false;
+            tracing::warn!(path = %path.display(), "audit log writes work again");
+        }
+    }
+}
+
+/// The syncer thread: sync what is queued, then answer it.
+pub(crate) fn sync_loop(pipe: Arc<Pipe>, shared: Arc<Shared>) {
+    let mut batch = Vec::new();
+    loop {
+        let poisoned = {
+            let mut st = pipe.lock();
+            while st.queue.is_empty() && !st.exit {
+                st = pipe.wait(st);
+            }
+            if st.queue.is_empty() {
+                return;
+            }
+            std::mem::swap(&mut batch, &mut st.queue);
+            st.busy = true;
+            st.poisoned
+        };
+        let result = if poisoned {
+            Err(io::Error::other("an earlier sync of the audit log failed"))
+        } else {
+            // All groups of a batch are in the same file (rotation waits for
+            // an idle pipe), and one data sync covers them all.
+            match batch.iter().rev().find_map(|w| w.sync.clone()) {
+                Some(sync) => sync(),
+                None => Ok(()),
+            }
+        };
+        let closing = batch.iter().any(|w| w.close.is_some());
+        {
+            let mut st = pipe.lock();
+            st.busy = false;
+            match &result {
+                Ok(()) => {
+                    if let Some(last) = batch.last() {
+                        st.durable = last.mark.clone();
+                    }
+                    if closing {
+                        st.closed = true;
+                        shared.closed.store(true, Ordering::Release);
+                    }
+                    Pipe::success(&mut st, &pipe.path);
+                }
+                Err(e) => {
+                    st.poisoned = true;
+                    pipe.failure(&mut st, "sync", e);
+                }
+            }
+            pipe.cond.notify_all();
+        }
+        let result = result.map_err(|e| (e.kind(), e.to_string()));
+        for written in batch.drain(..) {
+            written.answer(&result, &pipe.path);
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! Unit tests that need crate internals: deterministic groups and injected
+//! write/sync failures.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ed25519_dalek::SigningKey;
+
+use crate::config::{AuditConfig, FsyncPolicy, SignPolicy};
+use crate::encode::Encoder;
+use crate::resume::ChainHead;
+use crate::storage::{FileStorage, Storage};
+use crate::writer::{Slot, Writer};
+use crate::{AuditError, AuditFinding, AuditLog, Fault, Kind, Verdict, Via, verify};
+
+fn finding(i: usize) -> AuditFinding {
+    AuditFinding::new(Kind::Egress, Verdict::Deny, "not in allowlist")
+        .with_host(format!("host{i}.example"))
+        .with_port(443)
+        .with_via(Via::Connect)
+        .with_process(Some(4242), Some("/usr/bin/curl".to_owned()))
+        .with_status(403)
+}
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&[42; 32])
+}
+
+fn config(sign: SignPolicy, fsync: FsyncPolicy) -> AuditConfig {
+    AuditConfig {
+        sign,
+        fsync,
+        version: "test".to_owned(),
+        ..AuditConfig::default()
+    }
+}
+
+fn file_writer(path: &Path, sign: SignPolicy, fsync: FsyncPolicy) -> Writer<FileStorage> {
+    let storage = FileStorage::open(path, 0).unwrap();
+    Writer::new(
+        storage,
+        Encoder::new(key(), "test".to_owned()),
+        ChainHead::GENESIS,
+        &config(sign, fsync),
+        "start",
+        None,
+    )
+}
+
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Start + groups of 4 and 2 + stop, batch signing.
+fn grouped_log(path: &Path) {
+    let mut w = file_writer(path, SignPolicy::Batch, FsyncPolicy::Batch);
+    let mut slots = Vec::new();
+    w.commit(&[], false, &mut slots).unwrap(); // start: line 1
+    let group: Vec<_> = (0..4).map(finding).collect();
+    w.commit(&group, false, &mut slots).unwrap(); // lines 2-5
+    assert!(matches!(
+        slots[..],
+        [Slot::Seq(1), Slot::Seq(2), Slot::Seq(3), Slot::Seq(4)]
+    ));
+    w.commit(&group[..2], false, &mut slots).unwrap(); // lines 6-7
+    assert_eq!(w.commit(&[], true, &mut slots).unwrap(), Some(8)); // stop: line 8
+}
+
+#[test]
+fn batch_signs_last_line_of_each_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.jsonl");
+    grouped_log(&path);
+    let signed: Vec<bool> = lines(&path).iter().map(|v| !v["sig"].is_null()).collect();
+    assert_eq!(signed, [true, false, false, false, true, false, true, true]);
+    let report = verify(&[path], None, false).unwrap();
+    assert_eq!(report.entries, 8);
+    assert!(report.closed);
+}
+
+#[test]
+fn each_signs_every_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.jsonl");
+    let mut w = file_writer(&path, SignPolicy::Each, FsyncPolicy::Always);
+    let mut slots = Vec::new();
+    let group: Vec<_> = (0..5).map(finding).collect();
+    w.commit(&group, false, &mut slots).unwrap();
+    w.commit(&[], true, &mut slots).unwrap();
+    assert!(lines(&path).iter().all(|v| v["sig"].is_string()));
+    assert_eq!(verify(&[path], None, false).unwrap().entries, 7);
+}
+
+#[test]
+fn edited_unsigned_line_is_blamed_on_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.jsonl");
+    grouped_log(&path);
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Line 3 is unsigned; its next line's prev (proven by line 5's
+    // signature) names the original.
+    let edited = text.replacen("host1.example", "host1.exampme", 1);
+    std::fs::write(&path, edited).unwrap();
+    let err = verify(std::slice::from_ref(&path), None, false).unwrap_err();
+    assert_eq!((err.line, err.fault), (3, Fault::Altered));
+}
+
+#[test]
+fn cut_inside_a_group_leaves_unsigned_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.jsonl");
+    grouped_log(&path);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let kept: Vec<&str> = text.lines().take(4).collect();
+    std::fs::write(&path, kept.join("\n") + "\n").unwrap();
+    let err = verify(std::slice::from_ref(&path), None, true).unwrap_err();
+    assert_eq!(
+        (err.line, err.fault),
+        (2, Fault::UnsignedTail { first_unsigned_line: 2 })
+    );
+}
+
+#[test]
+fn too_large_finding_is_refused_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.jsonl");
+    let mut w = file_writer(&path, SignPolicy::Batch, FsyncPolicy::Batch);
+    let mut slots = Vec::new();
+    let huge = finding(9).with_detail("x".repeat(crate::MAX_LINE));
+    // The refused finding is last: the line before it must get the signature.
+    let group = vec![finding(0), finding(1), huge];
+    w.commit(&group, false, &mut slots).unwrap();
+    assert!(matches!(
+        slots[..],
+        [
+            Slot::Seq(1),
+            Slot::Seq(2),
+            Slot::Refused(AuditError::EntryTooLarge { .. })
+        ]
+    ));
+    w.commit(&[], true, &mut slots).unwrap();
+    let signed: Vec<bool> = lines(&path).iter().map(|v| !v["sig"].is_null()).collect();
+    assert_eq!(signed, [true, false, true, true]);
+    verify(&[path], None, false).unwrap();
+}
+
+/// In-memory storage whose writes or syncs fail on demand.
+#[derive(Clone, Default)]
+struct Flaky {
+    data: Arc<Mutex<Vec<u8>>>,
+    fail_write: Arc<AtomicBool>,
+    fail_sync: Arc<AtomicBool>,
+    committed: u64,
+}
+
+impl Storage for Flaky {
+    fn committed_len(&self) -> u64 {
+        self.committed
+    }
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let mut data = self.data.lock().unwrap();
+        if self.fail_write.load(Ordering::SeqCst) {
+            // A partial write, as a full disk would leave it.
+            data.extend_from_slice(&bytes[..bytes.len() / 2]);
+            return Err(io::Error::other("disk full"));
+        }
+        data.extend_from_slice(bytes);
+        Ok(())
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        if self.fail_sync.load(Ordering::SeqCst) {
+            return Err(io::Error::other("sync failed"));
+        }
+        Ok(())
+    }
+    fn commit(&mut self) {
+        self.committed = self.data.lock().unwrap().len() as u64;
+    }
+    fn rollback(&mut self) -> io::Result<()> {
+        self.data.lock().unwrap().truncate(self.committed as usize);
+        Ok(())
+    }
+    fn rollback_to(&mut self, len: u64) -> io::Result<()> {
+        self.committed = len;
+        self.rollback()
+    }
+    fn sync_handle(&mut self) -> io::Result<crate::storage::SyncFn> {
+        let fail = Arc::clone(&self.fail_sync);
+        Ok(Arc::new(move || {
+            if fail.load(Ordering::SeqCst) {
+                return Err(io::Error::other("sync failed"));
+            }
+            Ok(())
+        }))
+    }
+    fn rotate(&mut self) -> io::Result<()> {
+        Err(io::Error::other("no rotation in memory"))
+    }
+    fn path(&self) -> &Path {
+        Path::new("memory")
+    }
+}
+
+fn flaky_writer(storage: Flaky, fsync: FsyncPolicy) -> Writer<Flaky> {
+    Writer::new(
+        storage,
+        Encoder::new(key(), "test".to_owned()),
+        ChainHead::GENESIS,
+        &config(SignPolicy::Batch, fsync),
+        "start",
+        None,
+    )
+}
+
+fn verify_bytes(bytes: &[u8]) -> Result<crate::VerifyReport, crate::VerifyError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path: PathBuf = dir.path().join("m.jsonl");
+    std::fs::write(&path, bytes).unwrap();
+    verify(&[path], None, false)
+}
+
+#[test]
+fn failed_groups_are_rolled_back() {
+    for fsync in [FsyncPolicy::Batch, FsyncPolicy::Always] {
+        let storage = Flaky::default();
+        let mut w = flaky_writer(storage.clone(), fsync);
+        let mut slots = Vec::new();
+        let group: Vec<_> = (0..3).map(finding).collect();
+        w.commit(&group, false, &mut slots).unwrap();
+        let good = storage.data.lock().unwrap().len();
+
+        storage.fail_write.store(true, Ordering::SeqCst);
+        assert!(w.commit(&group, false, &mut slots).is_err());
+        assert_eq!(storage.data.lock().unwrap().len(), good);
+        storage.fail_write.store(false, Ordering::SeqCst);
+
+        storage.fail_sync.store(true, Ordering::SeqCst);
+        assert!(w.commit(&group, false, &mut slots).is_err());
+        assert_eq!(storage.data.lock().unwrap().len(), good);
+        // A failed close leaves the log open.
+        assert!(w.commit(&[], true, &mut slots).is_err());
+        storage.fail_sync.store(false, Ordering::SeqCst);
+
+        // The chain continued from the last good line: seq 4 follows 3.
+        w.commit(&group, false, &mut slots).unwrap();
+        assert!(matches!(slots[0], Slot::Seq(4)));
+        assert_eq!(w.commit(&[], true, &mut slots).unwrap(), Some(8));
+        let report = verify_bytes(&storage.data.lock().unwrap()).unwrap();
+        assert_eq!(report.entries, 8);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_fails_while_storage_fails() {
+    let storage = Flaky::default();
+    let log = AuditLog::spawn(flaky_writer(storage.clone(), FsyncPolicy::Batch)).unwrap();
+    assert_eq!(log.append(finding(0)).await.unwrap(), 1);
+    storage.fail_write.store(true, Ordering::SeqCst);
+    let err = log.append(finding(1)).await.unwrap_err();
+    assert!(matches!(err, AuditError::Io { .. }), "{err}");
+    assert!(err.to_string().contains("disk full"), "{err}");
+    storage.fail_write.store(false, Ordering::SeqCst);
+    assert_eq!(log.append(finding(2)).await.unwrap(), 2);
+    assert_eq!(log.close().await.unwrap(), 4);
+    assert!(matches!(log.append(finding(3)).await, Err(AuditError::Closed)));
+    assert!(matches!(log.close().await, Err(AuditError::Closed)));
+    verify_bytes(&storage.data.lock().unwrap()).unwrap();
+}
+
+#[test]
+fn open_fails_when_start_cannot_be_written() {
+    let storage = Flaky::default();
+    storage.fail_write.store(true, Ordering::SeqCst);
+    let err = AuditLog::spawn(flaky_writer(storage, FsyncPolicy::Batch)).unwrap_err();
+    assert!(matches!(err, AuditError::Io { .. }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_background_sync_fails_its_groups_and_rewinds() {
+    let storage = Flaky::default();
+    let log = AuditLog::spawn(flaky_writer(storage.clone(), FsyncPolicy::Batch)).unwrap();
+    assert_eq!(log.append(finding(0)).await.unwrap(), 1);
+    let good = storage.data.lock().unwrap().len();
+    storage.fail_sync.store(true, Ordering::SeqCst);
+    // Concurrent appends: whichever groups they form, all of them fail.
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append(finding(i)).await })
+        })
+        .collect();
+    for t in tasks {
+        let err = t.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("sync"), "{err}");
+    }
+    storage.fail_sync.store(false, Ordering::SeqCst);
+    // The next group rewinds to the durable point: seq 2 follows seq 1.
+    assert_eq!(log.append(finding(1)).await.unwrap(), 2);
+    let data = storage.data.lock().unwrap().clone();
+    assert!(data.len() > good);
+    assert_eq!(log.close().await.unwrap(), 4);
+    let report = verify_bytes(&storage.data.lock().unwrap()).unwrap();
+    assert_eq!(report.entries, 4);
+}

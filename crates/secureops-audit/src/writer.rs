@@ -1,0 +1,413 @@
+//! The writer: one thread owns the file and commits requests in groups.
+//!
+//! A group is whatever is queued when the thread wakes up (up to
+//! [`MAX_GROUP`]). It gets one timestamp and one `write` (fsync=batch), with
+//! sign=batch one signature on its last line. With fsync=batch the data sync
+//! and the answers happen on the syncer thread (see [`crate::pipe`]); with
+//! fsync=always each line is synced here before the next is written. A group
+//! either lands completely or not at all: on a failed write or sync the file
+//! is truncated back and every request of the group gets an error (its
+//! decision becomes a refusal).
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{AuditConfig, FsyncPolicy, SignPolicy};
+use crate::encode::{Body, Encoder};
+use crate::error::AuditError;
+use crate::finding::AuditFinding;
+use crate::pipe::{Mark, Pipe, Written};
+use crate::resume::ChainHead;
+use crate::storage::Storage;
+
+/// Most requests committed as one group.
+pub(crate) const MAX_GROUP: usize = 1024;
+
+/// Reply channel of one request.
+pub(crate) type Reply = oneshot::Sender<Result<u64, AuditError>>;
+
+/// What the handle asks of the thread.
+pub(crate) enum Request {
+    /// Append a finding; reply with its `seq`.
+    Append(AuditFinding, Reply),
+    /// Write the `stop` entry; reply with the entry count.
+    Close(Reply),
+}
+
+/// State shared between the handles and the threads.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// Set once the `stop` entry is durable.
+    pub closed: AtomicBool,
+}
+
+/// The `start` entry still to be written at the head of the next group.
+#[derive(Clone)]
+pub(crate) struct PendingStart {
+    reason: &'static str,
+    detail: Option<String>,
+}
+
+/// The outcome of one finding within a group.
+pub(crate) enum Slot {
+    /// Written with this `seq`.
+    Seq(u64),
+    /// Refused before writing (too large); the rest of the group is fine.
+    Refused(AuditError),
+}
+
+/// Group commit over some [`Storage`].
+pub(crate) struct Writer<S: Storage> {
+    storage: S,
+    enc: Encoder,
+    head: ChainHead,
+    fsync: FsyncPolicy,
+    sign: SignPolicy,
+    rotate_bytes: u64,
+    /// Entries in the current file (rotation never leaves a file with only
+    /// its `start`).
+    file_entries: u64,
+    start: Option<PendingStart>,
+    buf: Vec<u8>,
+    line_ends: Vec<usize>,
+    pipe: Arc<Pipe>,
+}
+
+impl<S: Storage> Writer<S> {
+    pub(crate) fn new(
+        storage: S,
+        enc: Encoder,
+        head: ChainHead,
+        config: &AuditConfig,
+        start_reason: &'static str,
+        start_detail: Option<String>,
+    ) -> Self {
+        let start = Some(PendingStart {
+            reason: start_reason,
+            detail: start_detail,
+        });
+        let durable = Mark {
+            len: storage.committed_len(),
+            head,
+            file_entries: 0,
+            start: start.clone(),
+        };
+        let pipe = Arc::new(Pipe::new(durable, storage.path().to_owned()));
+        Writer {
+            storage,
+            enc,
+            head,
+            fsync: config.fsync,
+            sign: config.sign,
+            rotate_bytes: config.rotate_bytes,
+            file_entries: 0,
+            start,
+            buf: Vec::with_capacity(64 * 1024),
+            line_ends: Vec::with_capacity(MAX_GROUP + 2),
+            pipe,
+        }
+    }
+
+    pub(crate) fn fingerprint(&self) -> &str {
+        self.enc.fingerprint()
+    }
+
+    pub(crate) fn path(&self) -> PathBuf {
+        self.storage.path().to_owned()
+    }
+
+    pub(crate) fn pipe(&self) -> Arc<Pipe> {
+        Arc::clone(&self.pipe)
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            len: self.storage.committed_len(),
+            head: self.head,
+            file_entries: self.file_entries,
+            start: self.start.clone(),
+        }
+    }
+
+    /// Commits `findings` (and a `stop` entry when `close`) as one group and
+    /// syncs it before returning, preceded by a `start` entry if one is
+    /// pending. Fills `slots` with one outcome per finding and returns the
+    /// entry count when `close`. Only while the syncer is idle (opening,
+    /// tests).
+    pub(crate) fn commit(
+        &mut self,
+        findings: &[AuditFinding],
+        close: bool,
+        slots: &mut Vec<Slot>,
+    ) -> io::Result<Option<u64>> {
+        let count = self.commit_inner(findings, close, slots, true)?;
+        self.pipe.set_durable(self.mark());
+        self.pipe.note_success();
+        Ok(count)
+    }
+
+    /// Like [`Writer::commit`] but leaves the data sync (fsync=batch) to the
+    /// syncer: the returned group goes to [`Pipe::push`].
+    pub(crate) fn commit_pipelined(
+        &mut self,
+        findings: &[AuditFinding],
+        close: bool,
+        slots: &mut Vec<Slot>,
+    ) -> io::Result<(Mark, Option<crate::storage::SyncFn>, Option<u64>)> {
+        if let Some(durable) = self.pipe.poisoned() {
+            // A sync failed: everything after the durable mark is gone.
+            self.storage.rollback_to(durable.len)?;
+            self.head = durable.head;
+            self.file_entries = durable.file_entries;
+            self.start = durable.start;
+            self.pipe.cure();
+        }
+        let count = self.commit_inner(findings, close, slots, false)?;
+        let sync = match self.fsync {
+            FsyncPolicy::Batch => Some(self.storage.sync_handle()?),
+            FsyncPolicy::Always => None,
+        };
+        Ok((self.mark(), sync, count))
+    }
+
+    fn commit_inner(
+        &mut self,
+        findings: &[AuditFinding],
+        close: bool,
+        slots: &mut Vec<Slot>,
+        sync_now: bool,
+    ) -> io::Result<Option<u64>> {
+        self.enc.stamp();
+        let mut may_rotate = self.rotate_bytes > 0;
+        loop {
+            let before = self.head;
+            self.build(findings, close, slots);
+            let lines = self.line_ends.len() as u64;
+            if may_rotate
+                && self.file_entries > 1
+                && self.storage.committed_len() + self.buf.len() as u64 > self.rotate_bytes
+            {
+                self.head = before;
+                may_rotate = false;
+                self.rotate()?;
+                continue; // rebuild, now headed by a `start`
+            }
+            if let Err(e) = self.write(sync_now) {
+                self.head = before;
+                self.pipe.note_failure("write", &e);
+                return Err(e);
+            }
+            self.storage.commit();
+            self.start = None;
+            self.file_entries += lines;
+            return Ok(close.then_some(self.head.next_seq));
+        }
+    }
+
+    /// Encodes the group into `buf`; records line ends.
+    fn build(&mut self, findings: &[AuditFinding], close: bool, slots: &mut Vec<Slot>) {
+        self.buf.clear();
+        self.line_ends.clear();
+        slots.clear();
+        if let Some(start) = &self.start {
+            let body = Body::Start {
+                reason: start.reason,
+                detail: start.detail.as_deref(),
+            };
+            // A start line is tiny; it cannot be too large.
+            if self.enc.push(&mut self.head, &mut self.buf, body, true).is_ok() {
+                self.line_ends.push(self.buf.len());
+            }
+        }
+        let each = self.sign == SignPolicy::Each;
+        let mut last_unsigned: Option<(usize, ChainHead, usize)> = None;
+        for (i, finding) in findings.iter().enumerate() {
+            let last = i + 1 == findings.len() && !close;
+            let before = (self.buf.len(), self.head);
+            let sign = each || last;
+            match self
+                .enc
+                .push(&mut self.head, &mut self.buf, Body::Finding(finding), sign)
+            {
+                Ok(seq) => {
+                    self.line_ends.push(self.buf.len());
+                    slots.push(Slot::Seq(seq));
+                    last_unsigned = (!sign).then_some((before.0, before.1, i));
+                }
+                Err(e) => slots.push(Slot::Refused(e)),
+            }
+        }
+        if let Some((at, head, i)) = last_unsigned.filter(|_| !close) {
+            // The last finding was refused, so the group's last line is
+            // unsigned: encode that one again, signed.
+            self.buf.truncate(at);
+            self.line_ends.pop();
+            self.head = head;
+            if let Some(finding) = findings.get(i) {
+                match self
+                    .enc
+                    .push(&mut self.head, &mut self.buf, Body::Finding(finding), true)
+                {
+                    Ok(_) => self.line_ends.push(self.buf.len()),
+                    Err(e) => slots[i] = Slot::Refused(e),
+                }
+            }
+        }
+        if close
+            && self
+                .enc
+                .push(&mut self.head, &mut self.buf, Body::Stop { reason: "close" }, true)
+                .is_ok()
+        {
+            self.line_ends.push(self.buf.len());
+        }
+    }
+
+    /// Writes `buf`, syncing per policy (fsync=batch: only if `sync_now`);
+    /// rolls back on failure.
+    fn write(&mut self, sync_now: bool) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let result = match self.fsync {
+            FsyncPolicy::Batch => self
+                .storage
+                .append(&self.buf)
+                .and_then(|()| if sync_now { self.storage.sync() } else { Ok(()) }),
+            FsyncPolicy::Always => {
+                let mut from = 0;
+                let mut result = Ok(());
+                for &end in &self.line_ends {
+                    result = self
+                        .storage
+                        .append(&self.buf[from..end])
+                        .and_then(|()| self.storage.sync());
+                    if result.is_err() {
+                        break;
+                    }
+                    from = end;
+                }
+                result
+            }
+        };
+        if result.is_err()
+            && let Err(e) = self.storage.rollback()
+        {
+            tracing::error!(path = %self.storage.path().display(), error = %e,
+                "cannot truncate the audit log back after a failed write; will retry");
+        }
+        result
+    }
+
+    /// Closes the current file with a signed `stop` and continues in a new
+    /// one (see [`Storage::rotate`]). Waits for the syncer first: the old
+    /// file must be complete and durable before it is renamed.
+    fn rotate(&mut self) -> io::Result<()> {
+        if !self.pipe.quiesce() {
+            return Err(io::Error::other("an earlier sync of the audit log failed"));
+        }
+        let before = self.head;
+        self.buf.clear();
+        self.line_ends.clear();
+        if self
+            .enc
+            .push(&mut self.head, &mut self.buf, Body::Stop { reason: "rotate" }, true)
+            .is_ok()
+        {
+            self.line_ends.push(self.buf.len());
+        }
+        if let Err(e) = self.write(true) {
+            self.head = before;
+            self.pipe.note_failure("write", &e);
+            return Err(e);
+        }
+        self.storage.commit();
+        // The `stop` is on disk: the next line must be a `start`, in
+        // whichever file we end up in.
+        self.start = Some(PendingStart {
+            reason: "rotate",
+            detail: None,
+        });
+        self.file_entries = 0;
+        if let Err(e) = self.storage.rotate() {
+            // Keep going (in the old file, or a new one on the next append);
+            // do not retry every group.
+            tracing::error!(path = %self.storage.path().display(), error = %e,
+                "audit log rotation failed; rotation disabled until restart");
+            self.rotate_bytes = 0;
+        }
+        self.pipe.set_durable(self.mark());
+        Ok(())
+    }
+}
+
+/// The writer thread's loop: receive, group, write, hand to the syncer. Ends
+/// after a successful close, or when every handle is gone.
+pub(crate) fn run<S: Storage>(mut writer: Writer<S>, mut rx: mpsc::Receiver<Request>) {
+    let pipe = writer.pipe();
+    let path = writer.path();
+    let mut findings: Vec<AuditFinding> = Vec::with_capacity(MAX_GROUP);
+    let mut replies: Vec<Reply> = Vec::with_capacity(MAX_GROUP);
+    let mut slots: Vec<Slot> = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = rx.blocking_recv() {
+        let mut close = None;
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            match request {
+                Request::Append(finding, reply) => {
+                    findings.push(finding);
+                    replies.push(reply);
+                }
+                // Anything queued after the close stays queued and is
+                // dropped with the channel (those callers see `Closed`).
+                Request::Close(reply) => close = Some(reply),
+            }
+            if close.is_none() && findings.len() < MAX_GROUP {
+                next = rx.try_recv().ok();
+            }
+        }
+        let closing = close.is_some();
+        let result = writer.commit_pipelined(&findings, closing, &mut slots);
+        findings.clear();
+        match result {
+            Ok((mark, sync, count)) => {
+                let written = Written {
+                    mark,
+                    sync,
+                    replies: replies.drain(..).zip(slots.drain(..)).collect(),
+                    close: close.zip(count),
+                };
+                if let Err(written) = pipe.push(written) {
+                    // A sync failed while this group was being written.
+                    let e = io::Error::other("an earlier sync of the audit log failed");
+                    fail(
+                        written
+                            .replies
+                            .into_iter()
+                            .map(|(r, _)| r)
+                            .chain(written.close.map(|(r, _)| r)),
+                        &path,
+                        &e,
+                    );
+                }
+            }
+            Err(e) => fail(replies.drain(..).chain(close), &path, &e),
+        }
+        if closing && pipe.closed() {
+            pipe.shutdown();
+            return;
+        }
+    }
+    pipe.shutdown();
+    tracing::warn!(path = %path.display(), "audit log dropped without close; no stop entry written");
+}
+
+fn fail(replies: impl Iterator<Item = Reply>, path: &std::path::Path, e: &io::Error) {
+    for reply in replies {
+        let _ = reply.send(Err(AuditError::io(path, io::Error::new(e.kind(), e.to_string()))));
+    }
+}

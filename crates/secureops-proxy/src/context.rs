@@ -1,0 +1,194 @@
+//! What every connection task shares: configuration, the PDP, the resolver
+//! and the audit log, and the accept → decide → audit steps they all take.
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use secureops_audit::{AuditFinding, AuditLog, Kind, Verdict};
+use secureops_policy::normalize_host;
+
+use crate::decision::{ConnectionRequest, Decision, PdpError, PolicyDecisionPoint, Ruling};
+use crate::peek::PeekedHost;
+use crate::refusal::{Refusal, one_line};
+use crate::resolve::Resolver;
+
+/// Limits and timeouts of the explicit listener (`[proxy]`).
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Address of the explicit listener.
+    pub listen: SocketAddr,
+    /// Longest a PDP answer may take; a later answer is a refusal.
+    pub pdp_timeout: Duration,
+    /// Longest an upstream connect may take (then 504).
+    pub connect_timeout: Duration,
+    /// Longest a client may take to send a complete request head.
+    pub header_timeout: Duration,
+    /// A tunnel (or a body transfer) idle this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections open at once; over it new ones get 503.
+    pub max_connections: usize,
+    /// How long to wait, inside an allowed CONNECT tunnel, for the client's
+    /// first bytes before relaying anyway (server-speaks-first protocols).
+    pub peek_timeout: Duration,
+    /// On shutdown, how long open connections may drain.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3128)),
+            pdp_timeout: Duration::from_millis(100),
+            connect_timeout: Duration::from_millis(5000),
+            header_timeout: Duration::from_millis(10_000),
+            idle_timeout: Duration::from_secs(300),
+            max_connections: 10_000,
+            peek_timeout: Duration::from_millis(1000),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Shared state of one proxy instance.
+pub struct ProxyContext {
+    /// Limits and timeouts.
+    pub config: ProxyConfig,
+    /// The policy decision point.
+    pub pdp: Arc<dyn PolicyDecisionPoint>,
+    /// Resolution and destination safety.
+    pub resolver: Resolver,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// Set while appends fail: requests are then refused before any
+    /// upstream connect; the refusal's own append probes for recovery.
+    pub audit_down: AtomicBool,
+}
+
+impl std::fmt::Debug for ProxyContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyContext")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Longest wait for the audit writer before the decision becomes a refusal.
+const AUDIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Build the [`AuditFinding`] recorded for a single egress decision.
+///
+/// The host is the normalised one when `req` is known, else as sent; the
+/// process fields come from `req`.
+pub fn egress_finding(
+    peeked: &PeekedHost,
+    req: Option<&ConnectionRequest>,
+    verdict: Verdict,
+    reason: &str,
+) -> AuditFinding {
+    let mut f = AuditFinding::new(Kind::Egress, verdict, one_line(reason));
+    f.host = Some(match req {
+        Some(r) => r.host.to_string(),
+        None => one_line(&peeked.host),
+    });
+    f.port = Some(peeked.port);
+    f.via = Some(peeked.via);
+    if let Some(r) = req {
+        f.pid = r.pid;
+        f.exe.clone_from(&r.exe);
+    }
+    f
+}
+
+impl ProxyContext {
+    /// Turns what was peeked into a request for the PDP; an invalid host
+    /// is a refusal.
+    pub fn request(&self, peeked: &PeekedHost, peer: Option<SocketAddr>) -> Result<ConnectionRequest, Refusal> {
+        let host = normalize_host(&peeked.host).map_err(|error| Refusal::InvalidHost {
+            host: peeked.host.clone(),
+            error,
+        })?;
+        Ok(ConnectionRequest {
+            host,
+            port: peeked.port,
+            via: peeked.via,
+            peer,
+            pid: None,
+            exe: None,
+        })
+    }
+
+    /// Asks the PDP, fail-closed: an error, a panic or an answer later than
+    /// `pdp_timeout` is a refusal; only `Allow` returns `Ok`. While the
+    /// audit log is failing, nothing is allowed.
+    pub fn decide(&self, req: &ConnectionRequest) -> Result<Ruling, Refusal> {
+        self.audit_available()?;
+        let started = Instant::now();
+        let answer =
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.pdp.decide(req))).unwrap_or(Err(PdpError::Panicked));
+        if started.elapsed() > self.config.pdp_timeout {
+            return Err(Refusal::Pdp(PdpError::Timeout));
+        }
+        match answer {
+            Ok(r) if r.decision == Decision::Allow => Ok(r),
+            Ok(r) => Err(Refusal::Policy(r)),
+            Err(e) => Err(Refusal::Pdp(e)),
+        }
+    }
+
+    /// Appends one entry; a failure (or a writer that does not answer in
+    /// time) is `AuditUnavailable`, which callers turn into a refusal.
+    pub async fn record(&self, finding: AuditFinding) -> Result<(), Refusal> {
+        let ok = match tokio::time::timeout(AUDIT_TIMEOUT, self.audit.append(finding)).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "audit append failed; refusing");
+                false
+            }
+            Err(_) => false,
+        };
+        self.audit_down.store(!ok, Ordering::Relaxed);
+        if ok { Ok(()) } else { Err(Refusal::AuditUnavailable) }
+    }
+
+    /// Refuses early while the audit log is known to be failing.
+    pub fn audit_available(&self) -> Result<(), Refusal> {
+        if self.audit_down.load(Ordering::Relaxed) {
+            Err(Refusal::AuditUnavailable)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Records a refusal (its one audit entry) and returns it.
+    pub async fn record_refusal(
+        &self,
+        peeked: Option<&PeekedHost>,
+        req: Option<&ConnectionRequest>,
+        refusal: &Refusal,
+        status: Option<u16>,
+    ) {
+        let reason = refusal.to_string();
+        let mut f = match peeked {
+            Some(p) => egress_finding(p, req, refusal.verdict(), &reason),
+            None => AuditFinding::new(Kind::Egress, refusal.verdict(), one_line(&reason)),
+        };
+        f.status = status;
+        // A refusal is sent whether or not it could be recorded: the
+        // failure is already logged by the writer, once per episode.
+        let _ = self.record(f).await;
+    }
+
+    /// Records an allowed connection or request; `Err` means refuse.
+    pub async fn record_allow(
+        &self,
+        peeked: &PeekedHost,
+        req: &ConnectionRequest,
+        ruling: &Ruling,
+    ) -> Result<(), Refusal> {
+        self.record(egress_finding(peeked, Some(req), Verdict::Allow, &ruling.reason))
+            .await
+    }
+}

@@ -1,0 +1,340 @@
+//! Absolute-form plain HTTP (`GET http://host/path HTTP/1.1`): every
+//! request on a keep-alive connection is decided and audited on its own,
+//! forwarded in origin form with `Host` set to the URL's authority, and its
+//! body framing checked so that one request cannot hide another.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use secureops_audit::Via;
+use tokio::io::AsyncWriteExt;
+
+use crate::conn::{Conn, ReadHeadError, respond_and_close, write_all};
+use crate::context::ProxyContext;
+use crate::decision::{ConnectionRequest, host_port_host};
+use crate::peek::PeekedHost;
+use crate::peek::http_head::{BodyKind, Head, is_hop_by_hop, parse_response, split_authority};
+use crate::refusal::Refusal;
+use crate::resolve::connect;
+
+/// An upstream connection kept for the next request to the same place.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    host: String,
+    port: u16,
+    conn: Conn,
+}
+
+/// Whether the client connection stays open after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Splits an absolute-form target into authority and origin-form path.
+fn split_target(target: &str) -> Result<(&str, String), Refusal> {
+    let rest = match target.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("http://") => &target[7..],
+        _ if target.starts_with('/') => {
+            return Err(Refusal::Malformed(
+                "origin-form request: this is a proxy, send absolute-form (http://host/path)".into(),
+            ));
+        }
+        _ => {
+            return Err(Refusal::Malformed(
+                "only http:// URLs are proxied this way; use CONNECT for https".into(),
+            ));
+        }
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    // A fragment is never sent on the wire.
+    let path = path.split('#').next().unwrap_or_default();
+    let path = match path {
+        "" => "/".to_owned(),
+        p if p.starts_with('?') => format!("/{p}"),
+        p => p.to_owned(),
+    };
+    Ok((authority, path))
+}
+
+/// Handles one absolute-form request whose head has been read.
+pub(crate) async fn forward(
+    ctx: &ProxyContext,
+    client: &mut Conn,
+    head: Head,
+    cache: &mut Option<Upstream>,
+    peer: Option<SocketAddr>,
+) -> Next {
+    let (authority, path) = match split_target(&head.target) {
+        Ok(parts) => parts,
+        Err(r) => return refuse(ctx, client, None, None, r).await,
+    };
+    let peeked = match split_authority(authority) {
+        Ok((host, port)) => PeekedHost {
+            host: host.to_owned(),
+            port: port.unwrap_or(80),
+            via: Via::Http,
+        },
+        Err(e) => return refuse(ctx, client, None, None, Refusal::Malformed(e.to_string())).await,
+    };
+    let req = match ctx.request(&peeked, peer) {
+        Ok(req) => req,
+        Err(r) => return refuse(ctx, client, Some(&peeked), None, r).await,
+    };
+    let body = match head.request_body() {
+        Ok(body) => body,
+        Err(e) => {
+            return refuse(
+                ctx,
+                client,
+                Some(&peeked),
+                Some(&req),
+                Refusal::Malformed(e.to_string()),
+            )
+            .await;
+        }
+    };
+    let ruling = match ctx.decide(&req) {
+        Ok(ruling) => ruling,
+        Err(r) => return refuse(ctx, client, Some(&peeked), Some(&req), r).await,
+    };
+    let mut upstream = match take_cached(cache, &req) {
+        Some(up) => up,
+        None => match open(ctx, &req).await {
+            Ok(up) => up,
+            Err(r) => return refuse(ctx, client, Some(&peeked), Some(&req), r).await,
+        },
+    };
+    if let Err(r) = ctx.record_allow(&peeked, &req, &ruling).await {
+        return refuse_unrecorded(ctx, client, r).await;
+    }
+    match exchange(ctx, client, &head, authority, &path, body, &mut upstream).await {
+        Ok((next, reuse)) => {
+            if reuse {
+                *cache = Some(upstream);
+            }
+            next
+        }
+        Err(Failure::Upstream(r)) => {
+            // Already recorded as allowed; report the upstream's failure to
+            // the client if nothing of the response was sent yet.
+            let _ = write_all(&mut client.stream, &r.response(), ctx.config.idle_timeout).await;
+            Next::Close
+        }
+        Err(Failure::Broken) => Next::Close,
+    }
+}
+
+enum Failure {
+    /// The upstream failed before any response byte reached the client.
+    Upstream(Refusal),
+    /// Either side failed mid-message; only closing is left.
+    Broken,
+}
+
+fn take_cached(cache: &mut Option<Upstream>, req: &ConnectionRequest) -> Option<Upstream> {
+    let up = cache.take()?;
+    if up.host != req.host.to_string() || up.port != req.port || !up.conn.buf.is_empty() {
+        return None;
+    }
+    // A kept connection the server has since closed reads as EOF now.
+    let mut probe = [0u8; 1];
+    match up.conn.stream.try_read(&mut probe) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(up),
+        _ => None,
+    }
+}
+
+async fn open(ctx: &ProxyContext, req: &ConnectionRequest) -> Result<Upstream, Refusal> {
+    let addrs = ctx.resolver.resolve(&req.host, req.port).await?;
+    let label = format!("{}:{}", host_port_host(&req.host), req.port);
+    let stream = connect(&addrs, ctx.config.connect_timeout, &label).await?;
+    Ok(Upstream {
+        host: req.host.to_string(),
+        port: req.port,
+        conn: Conn::new(stream, ctx.config.idle_timeout),
+    })
+}
+
+/// Sends the request upstream and the response back. Returns whether the
+/// client connection and the upstream connection can be reused.
+async fn exchange(
+    ctx: &ProxyContext,
+    client: &mut Conn,
+    head: &Head,
+    authority: &str,
+    path: &str,
+    body: BodyKind,
+    up: &mut Upstream,
+) -> Result<(Next, bool), Failure> {
+    let idle = ctx.config.idle_timeout;
+    if body != BodyKind::None
+        && head
+            .header("expect")
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
+    {
+        write_all(&mut client.stream, b"HTTP/1.1 100 Continue\r\n\r\n", idle)
+            .await
+            .map_err(|_| Failure::Broken)?;
+    }
+    let request = request_head(head, authority, path);
+    write_all(&mut up.conn.stream, &request, idle)
+        .await
+        .map_err(|e| Failure::Upstream(Refusal::Unreachable(format!("{authority}: {e}"))))?;
+    let copied = match body {
+        BodyKind::None => Ok(()),
+        BodyKind::Length(n) => client.copy_exact(n, &mut up.conn.stream).await,
+        BodyKind::Chunked => client.copy_chunked(&mut up.conn.stream).await,
+        BodyKind::UntilClose => Err(std::io::ErrorKind::InvalidInput.into()),
+    };
+    copied.map_err(|_| Failure::Broken)?;
+
+    let (resp, raw) = loop {
+        let (resp, raw) = up
+            .conn
+            .read_head(parse_response)
+            .await
+            .map_err(|e| Failure::Upstream(bad_gateway(authority, e)))?;
+        if (100..200).contains(&resp.status) {
+            if resp.status == 101 {
+                return Err(Failure::Upstream(Refusal::BadGateway(
+                    "unexpected protocol switch".into(),
+                )));
+            }
+            // Interim responses pass through; our own 100 already went out.
+            if resp.status != 100 || head.header("expect").is_none() {
+                write_all(&mut client.stream, &raw, idle)
+                    .await
+                    .map_err(|_| Failure::Broken)?;
+            }
+            continue;
+        }
+        break (resp, raw);
+    };
+    let framing = resp
+        .response_body(&head.method)
+        .map_err(|e| Failure::Upstream(Refusal::BadGateway(e.to_string())))?;
+    let client_keep = head.version == 1 && !head.connection_has("close") && framing != BodyKind::UntilClose;
+    let upstream_keep =
+        head.version == 1 && resp.version == 1 && !resp.connection_has("close") && framing != BodyKind::UntilClose;
+
+    write_all(&mut client.stream, &response_head(&resp, &raw, client_keep), idle)
+        .await
+        .map_err(|_| Failure::Broken)?;
+    let copied = match framing {
+        BodyKind::None => Ok(()),
+        BodyKind::Length(n) => up.conn.copy_exact(n, &mut client.stream).await,
+        BodyKind::Chunked => up.conn.copy_chunked(&mut client.stream).await,
+        BodyKind::UntilClose => up.conn.copy_to_end(&mut client.stream).await,
+    };
+    copied.map_err(|_| Failure::Broken)?;
+    if !client_keep {
+        let _ = client.stream.shutdown().await;
+    }
+    Ok((if client_keep { Next::KeepAlive } else { Next::Close }, upstream_keep))
+}
+
+fn bad_gateway(authority: &str, e: ReadHeadError) -> Refusal {
+    match e {
+        ReadHeadError::Closed | ReadHeadError::Truncated => {
+            Refusal::BadGateway(format!("{authority} closed the connection without a complete response"))
+        }
+        ReadHeadError::Head(h) => Refusal::BadGateway(h.to_string()),
+        ReadHeadError::Io(io) => Refusal::BadGateway(format!("{authority}: {io}")),
+    }
+}
+
+/// Headers named in `Connection` are hop-by-hop too.
+fn connection_tokens(head: &Head) -> Vec<String> {
+    head.headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, v)| v.split(|&b| b == b','))
+        .filter_map(|t| std::str::from_utf8(t.trim_ascii()).ok().map(str::to_ascii_lowercase))
+        .collect()
+}
+
+fn end_to_end<'a>(head: &'a Head) -> impl Iterator<Item = &'a (String, Vec<u8>)> {
+    let listed = connection_tokens(head);
+    head.headers
+        .iter()
+        .filter(move |(n, _)| !is_hop_by_hop(n) && !listed.iter().any(|t| n.eq_ignore_ascii_case(t)))
+}
+
+fn request_head(head: &Head, authority: &str, path: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(head.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(if head.version == 0 {
+        b" HTTP/1.0\r\n"
+    } else {
+        b" HTTP/1.1\r\n"
+    });
+    out.extend_from_slice(b"Host: ");
+    out.extend_from_slice(authority.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in end_to_end(head) {
+        push_header(&mut out, name, value);
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+fn response_head(resp: &Head, raw: &Bytes, keep: bool) -> Vec<u8> {
+    let status_line_end = raw.iter().position(|&b| b == b'\n').map_or(raw.len(), |p| p + 1);
+    let mut out = Vec::with_capacity(raw.len() + 32);
+    out.extend_from_slice(&raw[..status_line_end]);
+    for (name, value) in end_to_end(resp) {
+        push_header(&mut out, name, value);
+    }
+    if !keep {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Refuses one request: audit, the HTTP refusal, then close (after a
+/// refusal the rest of the client's stream cannot be trusted to be framed).
+pub(crate) async fn refuse(
+    ctx: &ProxyContext,
+    client: &mut Conn,
+    peeked: Option<&PeekedHost>,
+    req: Option<&ConnectionRequest>,
+    r: Refusal,
+) -> Next {
+    ctx.record_refusal(peeked, req, &r, Some(r.status())).await;
+    refuse_unrecorded(ctx, client, r).await
+}
+
+async fn refuse_unrecorded(ctx: &ProxyContext, client: &mut Conn, r: Refusal) -> Next {
+    respond_and_close(&mut client.stream, &r.response(), ctx.config.idle_timeout).await;
+    Next::Close
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let ok = |t: &str| split_target(t).ok().map(|(a, p)| (a.to_owned(), p));
+        assert_eq!(ok("http://a.test/x?y"), Some(("a.test".into(), "/x?y".into())));
+        assert_eq!(ok("HTTP://a.test"), Some(("a.test".into(), "/".into())));
+        assert_eq!(ok("http://a.test:8080?q"), Some(("a.test:8080".into(), "/?q".into())));
+        assert_eq!(ok("http://a.test#f"), Some(("a.test".into(), "/".into())));
+        assert!(split_target("/x").is_err());
+        assert!(split_target("https://a.test/").is_err());
+        assert!(split_target("ftp://a.test/").is_err());
+    }
+}

@@ -1,0 +1,159 @@
+//! `CONNECT host:port`: decide on the CONNECT host, connect to the vetted
+//! address, answer 200, then peek the client's first bytes: a TLS
+//! ClientHello naming another host closes the tunnel before the upstream
+//! sees a byte (naive domain fronting). One audit entry per tunnel, written
+//! once the peek is over and before anything is relayed.
+
+use std::net::SocketAddr;
+
+use secureops_audit::Via;
+use secureops_policy::normalize_host;
+use tokio::time::Instant;
+
+use crate::conn::{Conn, respond_and_close, write_all};
+use crate::context::ProxyContext;
+use crate::decision::ConnectionRequest;
+use crate::peek::PeekedHost;
+use crate::peek::http_head::{Head, split_authority};
+use crate::peek::tls_sni::{SniError, looks_like_tls, parse_sni};
+use crate::refusal::Refusal;
+use crate::relay::relay;
+use crate::resolve::connect;
+
+const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
+
+/// Handles a CONNECT request whose head has been read from `client`.
+pub(crate) async fn tunnel(ctx: &ProxyContext, mut client: Conn, head: Head, peer: Option<SocketAddr>) {
+    let peeked = match split_authority(&head.target) {
+        Ok((host, Some(port))) => PeekedHost {
+            host: host.to_owned(),
+            port,
+            via: Via::Connect,
+        },
+        Ok((_, None)) => {
+            return refuse(
+                ctx,
+                client,
+                None,
+                None,
+                Refusal::Malformed("CONNECT target needs a port".into()),
+            )
+            .await;
+        }
+        Err(e) => return refuse(ctx, client, None, None, Refusal::Malformed(e.to_string())).await,
+    };
+    let req = match ctx.request(&peeked, peer) {
+        Ok(req) => req,
+        Err(r) => return refuse(ctx, client, Some(&peeked), None, r).await,
+    };
+    let ruling = match ctx.decide(&req) {
+        Ok(ruling) => ruling,
+        Err(r) => return refuse(ctx, client, Some(&peeked), Some(&req), r).await,
+    };
+    let label = format!("{}:{}", crate::decision::host_port_host(&req.host), req.port);
+    let mut upstream = match ctx.resolver.resolve(&req.host, req.port).await {
+        Ok(addrs) => match connect(&addrs, ctx.config.connect_timeout, &label).await {
+            Ok(s) => s,
+            Err(r) => return refuse(ctx, client, Some(&peeked), Some(&req), r).await,
+        },
+        Err(r) => return refuse(ctx, client, Some(&peeked), Some(&req), r).await,
+    };
+    if write_all(&mut client.stream, ESTABLISHED, ctx.config.idle_timeout)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    match peek(&mut client, &upstream, ctx.config.peek_timeout).await {
+        Ok(Some(sni)) if !same_host(&sni, &req) => {
+            let r = Refusal::SniMismatch {
+                sni,
+                host: req.host.to_string(),
+            };
+            return close_tunnel(ctx, client, &peeked, &req, r).await;
+        }
+        Ok(_) => {}
+        Err(r) => return close_tunnel(ctx, client, &peeked, &req, r).await,
+    }
+    if let Err(r) = ctx.record_allow(&peeked, &req, &ruling).await {
+        tracing::warn!(%r, host = %req.host, "tunnel closed: cannot record it");
+        return;
+    }
+    if !client.buf.is_empty()
+        && write_all(&mut upstream, &client.buf, ctx.config.idle_timeout)
+            .await
+            .is_err()
+    {
+        return;
+    }
+    client.buf = Default::default();
+    if let Err(e) = relay(&mut client.stream, &mut upstream, ctx.config.idle_timeout).await {
+        tracing::debug!(error = %e, host = %req.host, "tunnel ended");
+    }
+}
+
+fn same_host(sni: &str, req: &ConnectionRequest) -> bool {
+    normalize_host(sni).is_ok_and(|h| h == req.host)
+}
+
+/// Waits for the client's first bytes. Returns the SNI when they are a
+/// ClientHello, `None` when they are something else, when the server speaks
+/// first or when the client sends nothing within `window`.
+async fn peek(
+    client: &mut Conn,
+    upstream: &tokio::net::TcpStream,
+    window: std::time::Duration,
+) -> Result<Option<String>, Refusal> {
+    let deadline = Instant::now() + window;
+    loop {
+        if !client.buf.is_empty() {
+            if !looks_like_tls(&client.buf) {
+                return Ok(None);
+            }
+            match parse_sni(&client.buf) {
+                Ok(sni) => return Ok(sni),
+                Err(SniError::Incomplete) => {}
+                Err(e) => return Err(Refusal::UnreadableHandshake(e.to_string())),
+            }
+        }
+        let waiting_for_hello = !client.buf.is_empty();
+        tokio::select! {
+            read = client.fill() => match read {
+                Ok(0) if waiting_for_hello => return Err(Refusal::UnreadableHandshake("client closed mid-ClientHello".into())),
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(e) => return Err(Refusal::UnreadableHandshake(e.to_string())),
+            },
+            _ = upstream.readable(), if !waiting_for_hello => return Ok(None),
+            () = tokio::time::sleep_until(deadline) => {
+                return if waiting_for_hello {
+                    Err(Refusal::UnreadableHandshake("ClientHello incomplete at end of peek window".into()))
+                } else {
+                    Ok(None)
+                };
+            }
+        }
+    }
+}
+
+/// Refuses before the tunnel is established: audit, then the HTTP refusal.
+async fn refuse(
+    ctx: &ProxyContext,
+    mut client: Conn,
+    peeked: Option<&PeekedHost>,
+    req: Option<&ConnectionRequest>,
+    r: Refusal,
+) {
+    ctx.record_refusal(peeked, req, &r, Some(r.status())).await;
+    respond_and_close(&mut client.stream, &r.response(), ctx.config.idle_timeout).await;
+}
+
+/// Refuses after `200`: audit, then close both sides; the upstream has seen
+/// no byte from the client.
+async fn close_tunnel(ctx: &ProxyContext, client: Conn, peeked: &PeekedHost, req: &ConnectionRequest, r: Refusal) {
+    tracing::info!(reason = %r, "tunnel refused");
+    ctx.record_refusal(Some(peeked), Some(req), &r, None).await;
+    // Reset rather than a clean close: the client must not read this as
+    // an orderly end of stream.
+    let _ = socket2::SockRef::from(&client.stream).set_linger(Some(std::time::Duration::ZERO));
+}

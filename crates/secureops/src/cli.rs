@@ -1,0 +1,136 @@
+//! Command-line interface (PRODUCT.md "The user-facing contract").
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// SecureOps egress guard: every outbound connection of an AI coding agent
+/// goes through an allowlisting proxy; a refusal means zero bytes leave the
+/// machine, and every decision is one entry in a signed audit log.
+#[derive(Debug, Parser)]
+#[command(name = "secureops", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the egress proxy until SIGINT/SIGTERM. Point an agent's
+    /// HTTPS_PROXY / HTTP_PROXY at the printed address.
+    Proxy {
+        /// Config file (TOML). Without it: built-in default, which denies everything.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Run CMD behind the guard and exit with its status.
+    Run {
+        /// Config file (TOML). Without it: built-in default, which denies everything.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Extra allowlist rule for this run (repeatable), e.g. --allow github.com
+        #[arg(long = "allow", value_name = "RULE")]
+        allow: Vec<String>,
+        /// Audit log for this run (overrides [audit] path).
+        #[arg(long, value_name = "FILE")]
+        audit: Option<PathBuf>,
+        /// Accept proxy-only enforcement: only set the proxy variables, so a
+        /// tool that ignores them is not stopped.
+        #[arg(long)]
+        weak: bool,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
+    /// Dry-run a decision: prints allow/deny/escalate and why; exit 0 for
+    /// allow, 1 for deny or escalate, 2 for a usage or config error.
+    Check {
+        /// Config file (TOML). Without it: built-in default, which denies everything.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Evaluate with this process's context (not supported yet: refused).
+        #[arg(long, value_name = "PID")]
+        pid: Option<u32>,
+        /// Destination, e.g. github.com or github.com:22 (no port means 443).
+        #[arg(value_name = "HOST[:PORT]")]
+        dest: String,
+    },
+    /// Audit log tools.
+    Audit {
+        /// What to do with the log.
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
+    /// Create an ed25519 signing key (mode 0600) and FILE.pub.
+    Keygen {
+        /// Where to write the private key.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Print this platform's enforcement tier and why.
+    Tier {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Configuration tools.
+    Config {
+        /// What to do with the config.
+        #[command(subcommand)]
+        action: ConfigCommand,
+    },
+}
+
+/// `secureops audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check signatures, hash chain, sequence and closing entry of a log
+    /// (several files: a rotated series, oldest first).
+    Verify {
+        /// Log files.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Pin this public key instead of trusting the log's first entry.
+        #[arg(long, value_name = "FILE")]
+        pubkey: Option<PathBuf>,
+        /// Accept a log that is still being written (no closing entry).
+        #[arg(long)]
+        open: bool,
+    },
+    /// Print a log as a table (or filtered JSON lines with --json).
+    Show {
+        /// Log file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Only entries with this decision.
+        #[arg(long)]
+        decision: Option<DecisionFilter>,
+        /// Pass matching lines through unchanged, for jq.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `--decision` values.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum DecisionFilter {
+    /// Allowed.
+    Allow,
+    /// Denied.
+    Deny,
+    /// Escalated.
+    Escalate,
+}
+
+/// `secureops config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a config file; errors name the line and column.
+    Validate {
+        /// Config file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}

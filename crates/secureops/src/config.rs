@@ -1,0 +1,457 @@
+//! The TOML configuration (PRODUCT.md "Config file"): every key optional,
+//! unknown keys are errors, and every error names the file, line and column.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secureops_audit::{AuditConfig, FsyncPolicy, SignPolicy};
+use secureops_policy::{Allowlist, Host, PrivateDestinations, Rule, normalize_host};
+use secureops_proxy::ProxyConfig;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A configuration error, located in its file.
+#[derive(Debug)]
+pub struct ConfigError {
+    file: String,
+    at: Option<(usize, usize)>,
+    message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.at {
+            Some((line, col)) => write!(f, "{}:{line}:{col}: {}", self.file, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The whole configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[proxy]`
+    pub proxy: ProxySection,
+    /// `[network]`
+    pub network: NetworkSection,
+    /// `[dns]`
+    pub dns: DnsSection,
+    /// `[audit]`
+    pub audit: AuditSection,
+    /// `[context]` (accepted; enforced by a later version, see README)
+    pub context: ContextSection,
+    /// `[escalation]` (accepted; enforced by a later version, see README)
+    pub escalation: EscalationSection,
+}
+
+/// `[proxy]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySection {
+    pub listen: SocketAddr,
+    pub transparent_listen: Option<SocketAddr>,
+    pub pdp_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub header_timeout_ms: u64,
+    pub idle_timeout_s: u64,
+    pub max_connections: usize,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3128)),
+            transparent_listen: None,
+            pdp_timeout_ms: 100,
+            connect_timeout_ms: 5000,
+            header_timeout_ms: 10_000,
+            idle_timeout_s: 300,
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// `[network]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSection {
+    pub egress_allowlist: Vec<Spanned<String>>,
+    pub private_destinations: Vec<Spanned<String>>,
+}
+
+/// `[dns]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsSection {
+    pub listen: SocketAddr,
+    /// `None`: the nameservers of `/etc/resolv.conf`.
+    pub upstream: Option<Vec<Spanned<String>>>,
+    pub sinkhole: Sinkhole,
+    pub hosts: BTreeMap<Spanned<String>, Vec<IpAddr>>,
+}
+
+impl Default for DnsSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5354)),
+            upstream: None,
+            sinkhole: Sinkhole::Nxdomain,
+            hosts: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[dns] sinkhole`
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Sinkhole {
+    Nxdomain,
+    Zero,
+}
+
+/// `[audit]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    pub path: PathBuf,
+    pub signing_key: PathBuf,
+    pub fsync: FsyncPolicy,
+    pub sign: SignPolicy,
+    pub rotate_bytes: u64,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self {
+            path: "secureops-audit.jsonl".into(),
+            signing_key: "secureops-audit.key".into(),
+            fsync: FsyncPolicy::default(),
+            sign: SignPolicy::default(),
+            rotate_bytes: 0,
+        }
+    }
+}
+
+/// `[context]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContextSection {
+    pub credential_paths: Vec<String>,
+    pub taint_window_ms: u64,
+    pub taint_allowlist: Vec<String>,
+    pub on_taint: OnTaint,
+}
+
+impl Default for ContextSection {
+    fn default() -> Self {
+        Self {
+            credential_paths: Vec::new(),
+            taint_window_ms: 30_000,
+            taint_allowlist: Vec::new(),
+            on_taint: OnTaint::Deny,
+        }
+    }
+}
+
+/// `[context] on_taint`
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTaint {
+    Deny,
+    Escalate,
+}
+
+/// `[escalation]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EscalationSection {
+    pub socket: PathBuf,
+    pub escalation_timeout_ms: u64,
+}
+
+impl Default for EscalationSection {
+    fn default() -> Self {
+        Self {
+            socket: "secureops.sock".into(),
+            escalation_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// A configuration checked and turned into what the components take.
+#[derive(Debug)]
+pub struct Loaded {
+    pub raw: Config,
+    pub allowlist: Allowlist,
+    pub private: PrivateDestinations,
+    pub hosts: std::collections::HashMap<String, Vec<IpAddr>>,
+    pub upstream: Vec<SocketAddr>,
+    /// Folder that relative paths are relative to.
+    pub base: PathBuf,
+    /// Things accepted but not enforced by this version.
+    pub warnings: Vec<String>,
+}
+
+/// Loads `path`, or the built-in default when `None`.
+pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
+    match path {
+        None => check(Config::default(), "", "<built-in default>", PathBuf::from(".")),
+        Some(path) => {
+            let name = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                file: name.clone(),
+                at: None,
+                message: format!("cannot read: {e}"),
+            })?;
+            let base = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf();
+            let raw: Config = toml::from_str(&text).map_err(|e| ConfigError {
+                file: name.clone(),
+                at: e.span().map(|s| line_col(&text, s.start)),
+                message: e.message().trim().to_owned(),
+            })?;
+            check(raw, &text, &name, base)
+        }
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+fn check(raw: Config, text: &str, file: &str, base: PathBuf) -> Result<Loaded, ConfigError> {
+    let err_at = |span: std::ops::Range<usize>, message: String| ConfigError {
+        file: file.to_owned(),
+        at: (!text.is_empty()).then(|| line_col(text, span.start)),
+        message,
+    };
+    let mut allowlist = Allowlist::new();
+    for rule in &raw.network.egress_allowlist {
+        let parsed: Rule = rule
+            .get_ref()
+            .parse()
+            .map_err(|e| err_at(rule.span(), format!("[network] egress_allowlist: {e}")))?;
+        allowlist.push(parsed);
+    }
+    let items: Vec<&str> = raw
+        .network
+        .private_destinations
+        .iter()
+        .map(|s| s.get_ref().as_str())
+        .collect();
+    let private = PrivateDestinations::parse(&items).map_err(|e| {
+        let span = raw
+            .network
+            .private_destinations
+            .get(e.index)
+            .map_or(0..0, Spanned::span);
+        err_at(span, format!("[network] private_destinations: {e}"))
+    })?;
+    let mut hosts = std::collections::HashMap::new();
+    for (name, ips) in &raw.dns.hosts {
+        let key = match normalize_host(name.get_ref()) {
+            Ok(Host::Name(n)) => n,
+            Ok(Host::Ip(_)) => {
+                return Err(err_at(
+                    name.span(),
+                    format!("[dns] hosts: {:?} is an IP address, not a name", name.get_ref()),
+                ));
+            }
+            Err(e) => {
+                return Err(err_at(
+                    name.span(),
+                    format!("[dns] hosts: invalid name {:?}: {e}", name.get_ref()),
+                ));
+            }
+        };
+        hosts.entry(key).or_insert_with(Vec::new).extend(ips.iter().copied());
+    }
+    let upstream = match &raw.dns.upstream {
+        Some(list) => list
+            .iter()
+            .map(|s| {
+                parse_server(s.get_ref()).ok_or_else(|| {
+                    err_at(
+                        s.span(),
+                        format!("[dns] upstream: invalid server {:?} (want IP or IP:PORT)", s.get_ref()),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        None => resolv_conf_servers(Path::new("/etc/resolv.conf")),
+    };
+    if raw.proxy.max_connections == 0 {
+        return Err(err_at(0..0, "[proxy] max_connections must be at least 1".into()));
+    }
+    let mut warnings = Vec::new();
+    if raw.proxy.transparent_listen.is_some() {
+        warnings.push("[proxy] transparent_listen is not served by this version (see README, roadmap)".into());
+    }
+    if !raw.context.credential_paths.is_empty() || !raw.context.taint_allowlist.is_empty() {
+        warnings.push("[context] process context is not enforced by this version (see README, roadmap)".into());
+    }
+    Ok(Loaded {
+        raw,
+        allowlist,
+        private,
+        hosts,
+        upstream,
+        base,
+        warnings,
+    })
+}
+
+fn parse_server(s: &str) -> Option<SocketAddr> {
+    s.parse::<SocketAddr>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+}
+
+/// The `nameserver` lines of a resolv.conf (missing file: none).
+pub fn resolv_conf_servers(path: &Path) -> Vec<SocketAddr> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|rest| rest.trim().parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
+}
+
+impl Loaded {
+    /// Resolves a configured path against the config file's folder.
+    pub fn path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    /// The proxy's limits and timeouts.
+    pub fn proxy_config(&self) -> ProxyConfig {
+        let p = &self.raw.proxy;
+        ProxyConfig {
+            listen: p.listen,
+            pdp_timeout: Duration::from_millis(p.pdp_timeout_ms),
+            connect_timeout: Duration::from_millis(p.connect_timeout_ms),
+            header_timeout: Duration::from_millis(p.header_timeout_ms),
+            idle_timeout: Duration::from_secs(p.idle_timeout_s),
+            max_connections: p.max_connections,
+            ..ProxyConfig::default()
+        }
+    }
+
+    /// The audit log settings, `path` overriding `[audit] path` when given.
+    pub fn audit_config(&self, path: Option<&Path>) -> AuditConfig {
+        let a = &self.raw.audit;
+        AuditConfig {
+            path: path.map_or_else(|| self.path(&a.path), Path::to_path_buf),
+            signing_key: self.path(&a.signing_key),
+            fsync: a.fsync,
+            sign: a.sign,
+            rotate_bytes: a.rotate_bytes,
+            version: format!("secureops {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> Result<Loaded, ConfigError> {
+        let dir = tempfile::tempdir().map_err(|e| ConfigError {
+            file: String::new(),
+            at: None,
+            message: e.to_string(),
+        })?;
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).map_err(|e| ConfigError {
+            file: String::new(),
+            at: None,
+            message: e.to_string(),
+        })?;
+        load(Some(&path))
+    }
+
+    #[test]
+    fn unknown_key_has_line_and_column() {
+        let e = load_str("[proxy]\nlisten = \"127.0.0.1:1\"\nlisten_typo = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":3:1: "), "{e}");
+        assert!(e.contains("listen_typo"), "{e}");
+    }
+
+    #[test]
+    fn bad_rule_points_at_the_rule() {
+        let e = load_str("[network]\negress_allowlist = [\n  \"ok.test\",\n  \"bad.test:0\",\n]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":4:3: "), "{e}");
+    }
+
+    #[test]
+    fn default_denies_everything() {
+        let l = load(None).unwrap();
+        assert!(l.allowlist.is_empty());
+        assert_eq!(l.raw.proxy.listen, SocketAddr::from(([127, 0, 0, 1], 3128)));
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let l = load_str(
+            r#"
+[proxy]
+listen = "127.0.0.1:3128"
+transparent_listen = "127.0.0.1:3129"
+pdp_timeout_ms = 100
+connect_timeout_ms = 5000
+header_timeout_ms = 10000
+idle_timeout_s = 300
+max_connections = 10000
+[network]
+egress_allowlist = ["github.com", "*.githubusercontent.com", "pypi.org:443"]
+private_destinations = ["127.0.0.0/8"]
+[dns]
+listen = "127.0.0.1:5354"
+upstream = ["127.0.0.53:53"]
+sinkhole = "nxdomain"
+hosts = { "Allowed.Test." = ["127.0.0.1"] }
+[audit]
+path = "secureops-audit.jsonl"
+signing_key = "secureops-audit.key"
+fsync = "batch"
+sign = "batch"
+rotate_bytes = 0
+[context]
+credential_paths = ["~/.aws/credentials", "**/.env", "~/.ssh/id_*"]
+taint_window_ms = 30000
+taint_allowlist = []
+on_taint = "deny"
+[escalation]
+socket = "secureops.sock"
+escalation_timeout_ms = 30000
+"#,
+        )
+        .unwrap();
+        assert_eq!(l.allowlist.len(), 3);
+        assert!(l.hosts.contains_key("allowed.test"));
+        assert_eq!(l.upstream, vec![SocketAddr::from(([127, 0, 0, 53], 53))]);
+        assert!(l.audit_config(None).path.ends_with("secureops-audit.jsonl"));
+    }
+}

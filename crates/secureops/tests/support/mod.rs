@@ -1,0 +1,414 @@
+//! Test harness: the real `secureops` binary on free loopback ports, real
+//! upstreams (TLS origin, plain HTTP origin, byte-counting canary) and real
+//! clients (`curl`, `openssl s_client`, raw sockets).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Path of the binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_secureops")
+}
+
+/// A running `secureops proxy`, killed on drop.
+pub struct Proxy {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    _owned: Option<tempfile::TempDir>,
+    pub stderr: Arc<std::sync::Mutex<String>>,
+}
+
+impl Proxy {
+    /// Starts the proxy with `config` (a TOML body; `[proxy] listen` and
+    /// `[audit]` paths are added when absent).
+    pub fn start(config: &str) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = Self::start_at(dir.path(), config);
+        p._owned = Some(dir);
+        p
+    }
+
+    /// Starts the proxy in `dir`, which the caller keeps.
+    pub fn start_at(dir: &Path, config: &str) -> Proxy {
+        let mut text = config.to_owned();
+        if !text.contains("[proxy]") {
+            text.push_str("\n[proxy]\nlisten = \"127.0.0.1:0\"\n");
+        }
+        let path = dir.join("secureops.toml");
+        std::fs::write(&path, text).unwrap();
+        let mut child = Command::new(bin())
+            .args(["proxy", "-c"])
+            .arg(&path)
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(std::sync::Mutex::new(String::new()));
+        let err_pipe = child.stderr.take().unwrap();
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening proxy=")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}; stderr: {}", stderr.lock().unwrap()))
+            .parse()
+            .unwrap();
+        // Keep draining stdout so the proxy never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = out.read_to_end(&mut sink);
+        });
+        Proxy {
+            child,
+            addr,
+            dir: dir.to_path_buf(),
+            _owned: None,
+            stderr,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn audit_path(&self) -> PathBuf {
+        self.dir.join("secureops-audit.jsonl")
+    }
+
+    /// Audit entries (parsed), excluding start/stop.
+    pub fn decisions(&self) -> Vec<serde_json::Value> {
+        read_entries(&self.audit_path())
+            .into_iter()
+            .filter(|e| e["kind"] == "egress" || e["kind"] == "dns")
+            .collect()
+    }
+
+    /// Waits until the audit log holds at least `n` decisions.
+    pub fn wait_decisions(&self, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let d = self.decisions();
+            if d.len() >= n || Instant::now() > deadline {
+                return d;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then wait; returns the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "proxy did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn read_entries(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Counts connections and bytes that reach it; must stay at zero in every
+/// refusal test. Accepts and reads on a background thread.
+pub struct Canary {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicU64>,
+    pub bytes: Arc<AtomicU64>,
+}
+
+impl Canary {
+    pub fn start() -> Canary {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicU64::new(0));
+        let bytes = Arc::new(AtomicU64::new(0));
+        let (c, b) = (Arc::clone(&connections), Arc::clone(&bytes));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                c.fetch_add(1, Ordering::SeqCst);
+                let b = Arc::clone(&b);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = stream.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        b.fetch_add(n as u64, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        Canary {
+            addr,
+            connections,
+            bytes,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Asserts that nothing reached the canary.
+    #[track_caller]
+    pub fn assert_untouched(&self) {
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(self.connections.load(Ordering::SeqCst), 0, "canary saw a connection");
+        assert_eq!(self.bytes.load(Ordering::SeqCst), 0, "canary saw bytes");
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::SeqCst)
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// A plain HTTP/1.1 origin: answers every request with a body that echoes
+/// the request line and the Host header it received; keep-alive.
+pub struct HttpOrigin {
+    pub addr: SocketAddr,
+    pub requests: Arc<AtomicU64>,
+}
+
+impl HttpOrigin {
+    pub fn start() -> HttpOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicU64::new(0));
+        let r = Arc::clone(&requests);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let r = Arc::clone(&r);
+                std::thread::spawn(move || serve_http(stream, &r));
+            }
+        });
+        HttpOrigin { addr, requests }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+fn serve_http(stream: TcpStream, count: &AtomicU64) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut host = String::new();
+        let mut length = 0usize;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            if h == "\r\n" {
+                break;
+            }
+            let lower = h.to_ascii_lowercase();
+            if lower.starts_with("host:") {
+                host = h[5..].trim().to_owned();
+            }
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        count.fetch_add(1, Ordering::SeqCst);
+        let text = format!(
+            "line={}\nhost={host}\nbody={}\n",
+            request_line.trim_end(),
+            String::from_utf8_lossy(&body)
+        );
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{text}",
+            text.len()
+        );
+        if writer.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// A TLS origin for `names` (self-signed; the CA file is `ca_path`),
+/// answering `hello from <name>` to any HTTP request, built on rustls.
+pub struct TlsOrigin {
+    pub addr: SocketAddr,
+    pub ca_path: PathBuf,
+    pub handshakes: Arc<AtomicU64>,
+    _dir: tempfile::TempDir,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl TlsOrigin {
+    pub fn start(names: &[&str]) -> TlsOrigin {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+        let cert = rcgen::generate_simple_self_signed(names).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, cert.cert.pem()).unwrap();
+        let key = tokio_rustls::rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handshakes = Arc::new(AtomicU64::new(0));
+        let hs = Arc::clone(&handshakes);
+        rt.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let hs = Arc::clone(&hs);
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    hs.fetch_add(1, Ordering::SeqCst);
+                    let sni = tls.get_ref().1.server_name().unwrap_or("").to_owned();
+                    let mut buf = vec![0u8; 8192];
+                    let mut seen = Vec::new();
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let body = format!("hello from {sni}\n");
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(resp.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        TlsOrigin {
+            addr,
+            ca_path,
+            handshakes,
+            _dir: dir,
+            _rt: rt,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+/// Runs `curl` with `args` through the proxy (`-x`), all proxy variables
+/// cleared; returns (HTTP status, body).
+pub fn curl(proxy: &Proxy, args: &[&str]) -> (u16, String) {
+    let out = curl_raw(proxy, args);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // `http_code` is 0 when a CONNECT was refused; then `http_connect` has it.
+    let (body, codes) = text.rsplit_once("\nSTATUS=").unwrap_or((&text, "0 0"));
+    let status = codes
+        .split_whitespace()
+        .map(|c| c.parse().unwrap_or(0))
+        .find(|&c| c != 0)
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
+pub fn curl_raw(proxy: &Proxy, args: &[&str]) -> Output {
+    Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-x",
+            &proxy.url(),
+            "-w",
+            "\nSTATUS=%{http_code} %{http_connect}",
+        ])
+        .args(args)
+        .env_remove("HTTPS_PROXY")
+        .env_remove("HTTP_PROXY")
+        .env_remove("ALL_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("http_proxy")
+        .env_remove("all_proxy")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .unwrap()
+}
+
+/// Sends raw bytes to the proxy and reads until it closes (or `wait`).
+pub fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Runs the binary with `args`, returning its output.
+pub fn secureops(args: &[&str], dir: &Path) -> Output {
+    Command::new(bin()).args(args).current_dir(dir).output().unwrap()
+}
