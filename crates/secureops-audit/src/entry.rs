@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use crate::finding::{Verdict, Via};
+use crate::verify::Fault;
 
 /// Longest line the writer produces and the verifier reads (1 MiB). A longer
 /// finding is refused rather than written, so every written line verifies.
@@ -112,14 +113,18 @@ impl<'a> Entry<'a> {
     /// Parses one line (without its newline) and checks that it is in
     /// canonical form, i.e. that re-serialising gives the same bytes.
     ///
+    /// This checks the form of one line only; [`crate::verify`] checks the
+    /// chain and the signatures.
+    ///
     /// # Errors
-    /// A short description of what is wrong.
-    pub fn parse(line: &'a [u8]) -> Result<Entry<'a>, String> {
-        let entry: Entry<'a> = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+    /// [`Fault::Malformed`] saying what is wrong.
+    pub fn parse(line: &'a [u8]) -> Result<Entry<'a>, Fault> {
+        let entry: Entry<'a> =
+            serde_json::from_slice(line).map_err(|e| Fault::Malformed(e.to_string()))?;
         let mut again = Vec::with_capacity(line.len());
-        entry.write_json(&mut again)?;
+        entry.write_json(&mut again).map_err(Fault::Malformed)?;
         if again != line {
-            return Err(noncanonical_reason(line));
+            return Err(Fault::Malformed(noncanonical_reason(line)));
         }
         Ok(entry)
     }
@@ -145,4 +150,46 @@ fn noncanonical_reason(line: &[u8]) -> String {
         }
     }
     "not in canonical form (RFC 8785: sorted keys, no whitespace, minimal escapes)".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINE: &str = r#"{"decision":"deny","detail":"a\"b\\c\u0007é","exe":null,"host":"x.example","kind":"egress","pid":7,"port":443,"prev":"0000000000000000000000000000000000000000000000000000000000000000","reason":"not allowed","seq":3,"sig":null,"status":403,"ts":"2026-11-25T12:00:00.000001Z","via":"host-header"}"#;
+
+    #[test]
+    fn canonical_line_round_trips_through_value() {
+        let entry = Entry::parse(LINE.as_bytes()).unwrap();
+        assert_eq!(entry.via, Some(Via::HostHeader));
+        assert_eq!(entry.detail.as_deref(), Some("a\"b\\c\u{7}é"));
+        let mut out = Vec::new();
+        entry.write_json(&mut out).unwrap();
+        assert_eq!(out, LINE.as_bytes());
+        // A generic JSON parser re-serialises it to the same bytes.
+        let value: serde_json::Value = serde_json::from_str(LINE).unwrap();
+        assert_eq!(serde_json::to_string(&value).unwrap(), LINE);
+    }
+
+    #[test]
+    fn non_canonical_forms_are_refused() {
+        let cases = [
+            LINE.replace(r#""kind":"egress","#, r#""kind": "egress","#),
+            LINE.replace(r#"\u0007"#, r#"\u0007"#.to_uppercase().as_str()),
+            LINE.replace("é", r#"\u00e9"#),
+            LINE.replace(r#""exe":null,"#, ""),
+            LINE.replace(r#""status":403,"#, r#""status":null,"#),
+            LINE.replace(r#""pid":7,"#, r#""pid":7.0,"#),
+            LINE.replace(r#""decision":"deny","detail""#, r#""detail""#)
+                .replace(r#""exe":null,"#, r#""exe":null,"decision":"deny","#),
+            LINE.replace(r#""via":"host-header""#, r#""via":"host-header","extra":1"#),
+        ];
+        for case in cases {
+            assert_ne!(case, LINE);
+            let err = Entry::parse(case.as_bytes()).unwrap_err();
+            assert!(matches!(err, Fault::Malformed(_)), "{case}");
+        }
+        let missing = Entry::parse(LINE.replace(r#""exe":null,"#, "").as_bytes()).unwrap_err();
+        assert_eq!(missing, Fault::Malformed("missing field `exe`".to_owned()));
+    }
 }

@@ -85,6 +85,10 @@ impl AuditLog {
     /// Appends one entry and resolves once its line is written (and synced
     /// per policy). Returns the entry's `seq`.
     ///
+    /// If this future is dropped before it resolves (e.g. by a timeout), the
+    /// writer skips the entry when it has not started on it yet; once its
+    /// group is being written, the entry lands anyway.
+    ///
     /// # Errors
     /// Any error means the entry is not in the log and the decision must
     /// become a refusal.

@@ -145,6 +145,11 @@ impl Pipe {
         Some(st.durable.clone())
     }
 
+    /// Marks everything after the durable mark as failed.
+    pub(crate) fn poison(&self) {
+        self.lock().poisoned = true;
+    }
+
     /// The writer is back at the durable mark.
     pub(crate) fn cure(&self) {
         self.lock().poisoned = false;

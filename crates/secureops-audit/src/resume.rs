@@ -114,7 +114,7 @@ fn tail_of(
     let line = read_range(&mut file, last_start, last_end - 1).map_err(io_err)?;
     let entry = Entry::parse(&line).map_err(|why| AuditError::Resume {
         path: path.to_owned(),
-        reason: format!("its last line is not a valid entry ({why}); move it aside"),
+        reason: format!("its last line is not an audit entry ({why}); move the file aside"),
     })?;
     check_key(path, &mut file, key)?;
     Ok(Some((

@@ -308,3 +308,27 @@ async fn failed_background_sync_fails_its_groups_and_rewinds() {
     let report = verify_bytes(&storage.data.lock().unwrap()).unwrap();
     assert_eq!(report.entries, 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_appends_are_not_logged() {
+    let storage = Flaky::default();
+    let mut writer = flaky_writer(storage.clone(), FsyncPolicy::Batch);
+    // Write the start entry now, then queue requests before the thread runs.
+    writer.commit(&[], false, &mut Vec::new()).unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let (keep, kept) = tokio::sync::oneshot::channel();
+    let (gone, cancelled) = tokio::sync::oneshot::channel();
+    drop(cancelled);
+    tx.send(crate::writer::Request::Append(finding(1), gone)).await.unwrap();
+    tx.send(crate::writer::Request::Append(finding(2), keep)).await.unwrap();
+    let (close, closed) = tokio::sync::oneshot::channel();
+    tx.send(crate::writer::Request::Close(close)).await.unwrap();
+    let pipe = writer.pipe();
+    std::thread::spawn(move || crate::pipe::sync_loop(pipe, Arc::default()));
+    std::thread::spawn(move || crate::writer::run(writer, rx));
+    assert_eq!(kept.await.unwrap().unwrap(), 1);
+    assert_eq!(closed.await.unwrap().unwrap(), 3);
+    let text = String::from_utf8(storage.data.lock().unwrap().clone()).unwrap();
+    assert!(!text.contains("host1.example") && text.contains("host2.example"));
+    verify_bytes(text.as_bytes()).unwrap();
+}

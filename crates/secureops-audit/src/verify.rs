@@ -286,7 +286,7 @@ impl<'k> Verifier<'k> {
         if line.is_empty() {
             return Err(Fault::Malformed("empty line".to_owned()));
         }
-        let mut entry = Entry::parse(line).map_err(Fault::Malformed)?;
+        let mut entry = Entry::parse(line)?;
         structure(&entry)?;
         let first = self.entries == 0;
         if first && entry.kind != EntryKind::Start {

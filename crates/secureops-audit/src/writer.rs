@@ -168,7 +168,16 @@ impl<S: Storage> Writer<S> {
         }
         let count = self.commit_inner(findings, close, slots, false)?;
         let sync = match self.fsync {
-            FsyncPolicy::Batch => Some(self.storage.sync_handle()?),
+            FsyncPolicy::Batch => match self.storage.sync_handle() {
+                Ok(sync) => Some(sync),
+                Err(e) => {
+                    // Written but cannot be synced: fail it like a failed
+                    // sync, so the next group rewinds past it.
+                    self.pipe.poison();
+                    self.pipe.note_failure("sync", &e);
+                    return Err(e);
+                }
+            },
             FsyncPolicy::Always => None,
         };
         Ok((self.mark(), sync, count))
@@ -358,6 +367,9 @@ pub(crate) fn run<S: Storage>(mut writer: Writer<S>, mut rx: mpsc::Receiver<Requ
         let mut next = Some(first);
         while let Some(request) = next.take() {
             match request {
+                // A caller that gave up (timeout) has already refused;
+                // do not log a decision that did not happen.
+                Request::Append(_, reply) if reply.is_closed() => {}
                 Request::Append(finding, reply) => {
                     findings.push(finding);
                     replies.push(reply);
@@ -371,6 +383,9 @@ pub(crate) fn run<S: Storage>(mut writer: Writer<S>, mut rx: mpsc::Receiver<Requ
             }
         }
         let closing = close.is_some();
+        if findings.is_empty() && !closing {
+            continue; // every request of this group was cancelled
+        }
         let result = writer.commit_pipelined(&findings, closing, &mut slots);
         findings.clear();
         match result {

@@ -256,7 +256,7 @@ fn connection_tokens(head: &Head) -> Vec<String> {
         .collect()
 }
 
-fn end_to_end<'a>(head: &'a Head) -> impl Iterator<Item = &'a (String, Vec<u8>)> {
+fn end_to_end(head: &Head) -> impl Iterator<Item = &(String, Vec<u8>)> {
     let listed = connection_tokens(head);
     head.headers
         .iter()

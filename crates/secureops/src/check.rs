@@ -56,8 +56,10 @@ pub fn check(config: Option<&Path>, pid: Option<u32>, dest: &str) -> ExitCode {
         Host::Ip(ip) => vec![*ip],
         Host::Name(n) => loaded.hosts.get(n).cloned().unwrap_or_default(),
     };
+    // As the proxy does: unsafe addresses are dropped; none left is a deny.
     if !known.is_empty() && known.iter().all(|ip| vet(*ip, &loaded.private).is_err()) {
-        if let Some(Err(e)) = known.first().map(|ip| vet(*ip, &loaded.private)) {
+        let first = known.first().map(|ip| vet(*ip, &loaded.private));
+        if let Some(Err(e)) = first {
             return verdict(Decision::Deny, &e.to_string());
         }
     }

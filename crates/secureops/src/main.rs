@@ -6,6 +6,7 @@ mod audit_cmd;
 mod check;
 mod cli;
 mod config;
+mod run;
 mod serve;
 
 use std::process::ExitCode;
@@ -31,12 +32,12 @@ fn main() -> ExitCode {
             audit,
             weak,
             cmd,
-        } => serve::run(config.as_deref(), &allow, audit.as_deref(), weak, &cmd),
+        } => run::run(config.as_deref(), &allow, audit.as_deref(), weak, &cmd),
         Command::Check { config, pid, dest } => return check::check(config.as_deref(), pid, &dest),
         Command::Audit { action } => return audit_cmd::audit(action),
         Command::Keygen { out } => audit_cmd::keygen(&out),
         Command::Tier { json } => {
-            serve::tier(json);
+            run::tier(json);
             Ok(ExitCode::SUCCESS)
         }
         Command::Config {
