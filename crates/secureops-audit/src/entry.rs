@@ -119,8 +119,7 @@ impl<'a> Entry<'a> {
     /// # Errors
     /// [`Fault::Malformed`] saying what is wrong.
     pub fn parse(line: &'a [u8]) -> Result<Entry<'a>, Fault> {
-        let entry: Entry<'a> =
-            serde_json::from_slice(line).map_err(|e| Fault::Malformed(e.to_string()))?;
+        let entry: Entry<'a> = serde_json::from_slice(line).map_err(|e| Fault::Malformed(e.to_string()))?;
         let mut again = Vec::with_capacity(line.len());
         entry.write_json(&mut again).map_err(Fault::Malformed)?;
         if again != line {

@@ -42,11 +42,27 @@
 //!   passing the files oldest first, the current `path` last. The series must
 //!   start at `seq` 0: a rotated file on its own does not verify.
 //!
+//! `reason` of the log's own entries: `start` (new log), `restart`
+//! (continuing an existing one), `rotate` (both the `stop` ending a rotated
+//! file and the `start` of the next), `close` (the `stop` of
+//! [`AuditLog::close`]).
+//!
+//! # Writing
+//!
+//! One thread owns the file (`O_APPEND`) and commits whatever is queued as
+//! one group: one timestamp, one `write`, with sign=batch one signature. With
+//! fsync=batch a second thread runs the data sync while the writer goes on
+//! with the next group, waits briefly under load so that one sync covers
+//! more entries, and answers the requests once their bytes are durable. With
+//! fsync=always each line is synced before the next is written.
+//!
 //! # Failure
 //!
-//! A failed write or sync fails every request of its group (the decisions
-//! become refusals), truncates the file back to the last good line and keeps
-//! the in-memory chain there; the next group retries.
+//! A failed write or sync fails every request of its group and of any group
+//! written after the last durable one (the decisions become refusals). The
+//! file is truncated back to the last durable line, and the in-memory chain
+//! is reset to it; the next group retries. One error is logged per failure
+//! episode, not per entry.
 
 #![forbid(unsafe_code)]
 // Tests may unwrap; library code may not (checked by clippy without cfg(test)).
