@@ -51,23 +51,25 @@ pub enum Fault {
     #[error("malformed entry: {0}")]
     Malformed(String),
     /// The last line has no trailing newline (cut short or truncated).
-    #[error("incomplete last line (no trailing newline)")]
+    #[error("torn last line: it has no trailing newline (a write cut short by a crash, or the file was truncated)")]
     TornLastLine,
     /// The signature does not verify against the log's key.
-    #[error("bad signature")]
+    #[error("bad signature: the line was modified after it was signed, or signed with another key")]
     BadSignature,
     /// A `start` or `stop` entry without a signature.
     #[error("start/stop entry is not signed")]
     MissingSignature,
     /// `prev` does not match the hash of the previous line.
-    #[error("chain broken: prev does not match the previous line")]
+    #[error("chain broken: prev does not match the hash of the previous line (lines were changed, added or removed)")]
     BrokenChain,
     /// This unsigned line was edited: the next line's `prev`, proven by a
     /// later signature, records a different hash for it.
     #[error("line was modified: it does not match the hash recorded by the next line")]
     Altered,
     /// Entries are missing before this line.
-    #[error("sequence gap: expected seq {expected}, found {found}")]
+    #[error(
+        "sequence gap: expected seq {expected}, found {found}: entries before this line are missing (deleted, or a file of the series not given)"
+    )]
     SeqGap {
         /// The `seq` that should be here.
         expected: u64,
@@ -75,7 +77,7 @@ pub enum Fault {
         found: u64,
     },
     /// Lines are out of order: the expected entry appears later.
-    #[error("lines reordered: expected seq {expected}, found {found}")]
+    #[error("lines reordered: expected seq {expected}, found {found} (seq {expected} appears further down)")]
     Reorder {
         /// The `seq` that should be here (it appears further down).
         expected: u64,
@@ -83,7 +85,7 @@ pub enum Fault {
         found: u64,
     },
     /// An entry that was already seen appears again.
-    #[error("duplicate entry: seq {seq} appears again")]
+    #[error("duplicate entry: seq {seq} appears again (a copied or replayed line)")]
     Duplicate {
         /// The repeated `seq`.
         seq: u64,
@@ -113,7 +115,9 @@ pub enum Fault {
     },
     /// The last entry is not a `stop` entry (pass `allow_open` for a log
     /// still being written).
-    #[error("not closed: no stop entry at the end")]
+    #[error(
+        "not closed: the last entry is not a stop entry (the log was cut short, or its writer is still running or crashed)"
+    )]
     NotClosed,
     /// Entries at the end are not covered by any signature.
     #[error("entries from line {first_unsigned_line} on are not covered by a signature")]

@@ -11,6 +11,7 @@ use secureops_audit::{AuditFinding, AuditLog, Kind, Verdict};
 use secureops_policy::normalize_host;
 
 use crate::decision::{ConnectionRequest, Decision, PdpError, PolicyDecisionPoint, Ruling};
+use crate::attribution::{ProcNet, Process};
 use crate::peek::PeekedHost;
 use crate::refusal::{Refusal, one_line};
 use crate::resolve::Resolver;
@@ -65,6 +66,9 @@ pub struct ProxyContext {
     /// Set while appends fail: requests are then refused before any
     /// upstream connect; the refusal's own append probes for recovery.
     pub audit_down: AtomicBool,
+    /// Where to look up the process behind a client socket (`None`: the
+    /// audit entries carry null `pid`/`exe`).
+    pub attribution: Option<ProcNet>,
 }
 
 impl std::fmt::Debug for ProxyContext {
@@ -118,6 +122,15 @@ impl ProxyContext {
             pid: None,
             exe: None,
         })
+    }
+
+    /// The process behind a client connection (`client` = the client's
+    /// address, `server` = the address the client connected to).
+    pub fn attribute(&self, client: Option<SocketAddr>, server: Option<SocketAddr>) -> Process {
+        match (&self.attribution, client, server) {
+            (Some(net), Some(c), Some(s)) => net.tcp(c, s),
+            _ => Process::default(),
+        }
     }
 
     /// Asks the PDP, fail-closed: an error, a panic or an answer later than

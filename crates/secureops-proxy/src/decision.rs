@@ -54,6 +54,15 @@ pub struct ConnectionRequest {
     pub exe: Option<String>,
 }
 
+impl ConnectionRequest {
+    /// The same request, attributed to `process`.
+    pub fn with_process(mut self, process: crate::attribution::Process) -> Self {
+        self.pid = process.pid;
+        self.exe = process.exe;
+        self
+    }
+}
+
 /// Why the PDP could not give a verdict. Every variant ends in a refusal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use secureops_audit::Via;
 use tokio::io::AsyncWriteExt;
 
+use crate::attribution::Process;
 use crate::conn::{Conn, ReadHeadError, respond_and_close, write_all};
 use crate::context::ProxyContext;
 use crate::decision::{ConnectionRequest, host_port_host};
@@ -66,6 +67,7 @@ pub(crate) async fn forward(
     head: Head,
     cache: &mut Option<Upstream>,
     peer: Option<SocketAddr>,
+    process: &Process,
 ) -> Next {
     let (authority, path) = match split_target(&head.target) {
         Ok(parts) => parts,
@@ -80,7 +82,7 @@ pub(crate) async fn forward(
         Err(e) => return refuse(ctx, client, None, None, Refusal::Malformed(e.to_string())).await,
     };
     let req = match ctx.request(&peeked, peer) {
-        Ok(req) => req,
+        Ok(req) => req.with_process(process.clone()),
         Err(r) => return refuse(ctx, client, Some(&peeked), None, r).await,
     };
     let body = match head.request_body() {

@@ -13,6 +13,7 @@
 //! | vet | [`resolve`] | own resolution, special-purpose ranges refused, connect to the vetted address |
 //! | audit | [`context`] | one entry per decision, before any byte is relayed or a refusal sent |
 //! | relay | `tunnel`, `http`, [`relay`] | CONNECT tunnels (with the SNI check) and per-request HTTP forwarding |
+//! | transparent | [`transparent`], [`attribution`] | redirected connections under `secureops run`: original destination, SNI / `Host` peek, process lookup |
 //!
 //! Every refusal is a [`Refusal`], which alone decides the status code
 //! (403 policy, 400 malformed, 502/504 upstream, 503 overload) and the
@@ -22,22 +23,27 @@
 //! only mode.
 #![forbid(unsafe_code)]
 
+pub mod attribution;
 mod conn;
 pub mod context;
 pub mod decision;
+pub mod dns;
 mod http;
 pub mod peek;
 pub mod refusal;
 pub mod relay;
 pub mod resolve;
 pub mod server;
+pub mod transparent;
 mod tunnel;
 
 pub use context::{ProxyConfig, ProxyContext, egress_finding};
 pub use decision::{
     AllowlistPdp, ConnectionRequest, Decision, EnforcementTier, FailMode, PdpError, PolicyDecisionPoint, Ruling,
 };
+pub use dns::{DnsConfig, DnsError, DnsPolicy, DnsSinkhole, PeerAttribution, SinkholeMode, Transport};
 pub use peek::PeekedHost;
 pub use refusal::Refusal;
 pub use resolve::{Resolver, ResolverError};
 pub use server::{EgressProxy, handle_connection};
+pub use transparent::handle_transparent;

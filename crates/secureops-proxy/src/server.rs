@@ -15,6 +15,7 @@ use crate::decision::FailMode;
 use crate::http::{self, Next};
 use crate::peek::http_head::{HeadError, parse_request};
 use crate::refusal::Refusal;
+use crate::transparent::handle_transparent;
 use crate::tunnel::tunnel;
 
 /// Connections refused for being over `max_connections` are answered by
@@ -27,16 +28,21 @@ const MAX_PENDING_REFUSALS: usize = 1024;
 pub struct EgressProxy {
     listener: TcpListener,
     ctx: Arc<ProxyContext>,
+    transparent: bool,
 }
 
 impl EgressProxy {
     /// Binds the explicit listener (`config.listen`).
-    pub async fn bind(ctx: ProxyContext) -> std::io::Result<Self> {
+    pub async fn bind(ctx: Arc<ProxyContext>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(ctx.config.listen).await?;
-        Ok(Self {
-            listener,
-            ctx: Arc::new(ctx),
-        })
+        Ok(Self { listener, ctx, transparent: false })
+    }
+
+    /// Serves an already bound listener: the explicit proxy protocol, or
+    /// redirected connections when `transparent` (SNI / Host peek).
+    pub fn from_std(listener: std::net::TcpListener, ctx: Arc<ProxyContext>, transparent: bool) -> std::io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        Ok(Self { listener: TcpListener::from_std(listener)?, ctx, transparent })
     }
 
     /// The bound address (useful with port 0).
@@ -72,11 +78,17 @@ impl EgressProxy {
             let ctx = Arc::clone(&self.ctx);
             match Arc::clone(&slots).try_acquire_owned() {
                 Ok(permit) => {
+                    let transparent = self.transparent;
                     tracker.spawn(async move {
-                        handle_connection(stream, Some(peer), &ctx).await;
+                        if transparent {
+                            handle_transparent(stream, Some(peer), &ctx).await;
+                        } else {
+                            handle_connection(stream, Some(peer), &ctx).await;
+                        }
                         drop(permit);
                     });
                 }
+                Err(_) if self.transparent => drop(stream),
                 Err(_) => match Arc::clone(&refusals).try_acquire_owned() {
                     Ok(permit) => {
                         tracker.spawn(async move {
@@ -109,6 +121,7 @@ async fn refuse_overloaded(stream: TcpStream, ctx: &ProxyContext) {
 /// without ever contacting the upstream (`Deny`/`Escalate`: 0 bytes leave).
 /// Every error ends in a refusal (fail-closed, W0).
 pub async fn handle_connection(stream: TcpStream, peer: Option<SocketAddr>, ctx: &ProxyContext) {
+    let process = ctx.attribute(peer, stream.local_addr().ok());
     let mut client = Conn::new(stream, ctx.config.idle_timeout);
     let mut cache = None;
     let mut first = true;
@@ -141,9 +154,9 @@ pub async fn handle_connection(stream: TcpStream, peer: Option<SocketAddr>, ctx:
         };
         first = false;
         if head.method.eq_ignore_ascii_case("CONNECT") {
-            return tunnel(ctx, client, head, peer).await;
+            return tunnel(ctx, client, head, peer, &process).await;
         }
-        if http::forward(ctx, &mut client, head, &mut cache, peer).await == Next::Close {
+        if http::forward(ctx, &mut client, head, &mut cache, peer, &process).await == Next::Close {
             return;
         }
     }

@@ -10,6 +10,7 @@ use secureops_audit::Via;
 use secureops_policy::normalize_host;
 use tokio::time::Instant;
 
+use crate::attribution::Process;
 use crate::conn::{Conn, respond_and_close, write_all};
 use crate::context::ProxyContext;
 use crate::decision::ConnectionRequest;
@@ -23,7 +24,7 @@ use crate::resolve::connect;
 const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
 
 /// Handles a CONNECT request whose head has been read from `client`.
-pub(crate) async fn tunnel(ctx: &ProxyContext, mut client: Conn, head: Head, peer: Option<SocketAddr>) {
+pub(crate) async fn tunnel(ctx: &ProxyContext, mut client: Conn, head: Head, peer: Option<SocketAddr>, process: &Process) {
     let peeked = match split_authority(&head.target) {
         Ok((host, Some(port))) => PeekedHost {
             host: host.to_owned(),
@@ -43,7 +44,7 @@ pub(crate) async fn tunnel(ctx: &ProxyContext, mut client: Conn, head: Head, pee
         Err(e) => return refuse(ctx, client, None, None, Refusal::Malformed(e.to_string())).await,
     };
     let req = match ctx.request(&peeked, peer) {
-        Ok(req) => req,
+        Ok(req) => req.with_process(process.clone()),
         Err(r) => return refuse(ctx, client, Some(&peeked), None, r).await,
     };
     let ruling = match ctx.decide(&req) {

@@ -37,7 +37,7 @@ fn verify(files: &[std::path::PathBuf], pubkey: Option<&Path>, open: bool) -> an
                 println!("key pinned: {}", report.fingerprint);
             } else {
                 println!(
-                    "trusting the key recorded in the log's first entry: {}",
+                    "trusting the key recorded in the log's first entry: {} (pin yours with --pubkey KEY.pub)",
                     report.fingerprint
                 );
             }
@@ -47,7 +47,15 @@ fn verify(files: &[std::path::PathBuf], pubkey: Option<&Path>, open: bool) -> an
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            println!("FAILED {}:{}: {}", e.file.display(), e.line, e.fault);
+            if e.line == 0 {
+                // The whole file (unreadable, empty): no line to name.
+                println!("FAILED {}: {}", e.file.display(), e.fault);
+            } else {
+                println!("FAILED {}:{}: {}", e.file.display(), e.line, e.fault);
+            }
+            if matches!(e.fault, secureops_audit::Fault::NotClosed) {
+                println!("hint: a log that is still being written verifies with --open");
+            }
             Ok(ExitCode::from(1))
         }
     }

@@ -75,6 +75,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Internal: set up the namespace for `run` and become CMD.
+    #[command(name = "__ns-child", hide = true)]
+    NsChild {
+        /// Control socket of the supervisor.
+        #[arg(long)]
+        control: PathBuf,
+        /// Run CMD as this user (started through sudo).
+        #[arg(long, requires = "gid")]
+        uid: Option<u32>,
+        /// Run CMD as this group.
+        #[arg(long, requires = "uid")]
+        gid: Option<u32>,
+        /// The command.
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
     /// Configuration tools.
     Config {
         /// What to do with the config.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use secureops_audit::{AuditConfig, FsyncPolicy, SignPolicy};
 use secureops_policy::{Allowlist, Host, PrivateDestinations, Rule, normalize_host};
-use secureops_proxy::ProxyConfig;
+use secureops_proxy::{DnsConfig, ProxyConfig, SinkholeMode};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -94,6 +94,14 @@ pub struct DnsSection {
     pub upstream: Option<Vec<Spanned<String>>>,
     pub sinkhole: Sinkhole,
     pub hosts: BTreeMap<Spanned<String>, Vec<IpAddr>>,
+    /// Queries per second per client IP; 0 = unlimited.
+    pub client_rate: u32,
+    /// Burst size of the per-client rate limit.
+    pub client_burst: u32,
+    /// Longest wait for one upstream attempt.
+    pub upstream_timeout_ms: u64,
+    /// Most cached answers; 0 disables the cache.
+    pub cache_entries: usize,
 }
 
 impl Default for DnsSection {
@@ -103,6 +111,10 @@ impl Default for DnsSection {
             upstream: None,
             sinkhole: Sinkhole::Nxdomain,
             hosts: BTreeMap::new(),
+            client_rate: 1000,
+            client_burst: 2000,
+            upstream_timeout_ms: 2000,
+            cache_entries: 10_000,
         }
     }
 }
@@ -293,6 +305,9 @@ fn check(raw: Config, text: &str, file: &str, base: PathBuf) -> Result<Loaded, C
             .collect::<Result<Vec<_>, _>>()?,
         None => resolv_conf_servers(Path::new("/etc/resolv.conf")),
     };
+    if raw.dns.upstream_timeout_ms == 0 {
+        return Err(err_at(0..0, "[dns] upstream_timeout_ms must be at least 1".into()));
+    }
     if raw.proxy.max_connections == 0 {
         return Err(err_at(0..0, "[proxy] max_connections must be at least 1".into()));
     }
@@ -352,6 +367,25 @@ impl Loaded {
             idle_timeout: Duration::from_secs(p.idle_timeout_s),
             max_connections: p.max_connections,
             ..ProxyConfig::default()
+        }
+    }
+
+    /// The DNS sinkhole's settings (`[dns]`).
+    pub fn dns_config(&self) -> DnsConfig {
+        let d = &self.raw.dns;
+        DnsConfig {
+            listen: d.listen,
+            upstream: self.upstream.clone(),
+            sinkhole: match d.sinkhole {
+                Sinkhole::Nxdomain => SinkholeMode::Nxdomain,
+                Sinkhole::Zero => SinkholeMode::Zero,
+            },
+            hosts: self.hosts.clone(),
+            upstream_timeout: Duration::from_millis(d.upstream_timeout_ms),
+            client_rate: d.client_rate,
+            client_burst: d.client_burst,
+            cache_entries: d.cache_entries,
+            ..DnsConfig::default()
         }
     }
 

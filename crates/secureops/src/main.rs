@@ -6,6 +6,7 @@ mod audit_cmd;
 mod check;
 mod cli;
 mod config;
+mod confine;
 mod run;
 mod serve;
 
@@ -17,6 +18,10 @@ use crate::cli::{Cli, Command, ConfigCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::NsChild { control, uid, gid, cmd } = &cli.command {
+        // Before anything else: this process must stay single-threaded.
+        return confine::child_main(control, uid.zip(*gid), cmd);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -40,6 +45,7 @@ fn main() -> ExitCode {
             run::tier(json);
             Ok(ExitCode::SUCCESS)
         }
+        Command::NsChild { .. } => Ok(ExitCode::from(2)),
         Command::Config {
             action: ConfigCommand::Validate { file },
         } => match config::load(Some(&file)) {

@@ -9,25 +9,59 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use secureops_audit::AuditLog;
-use secureops_proxy::{AllowlistPdp, EgressProxy, ProxyContext, Resolver};
+use secureops_proxy::{AllowlistPdp, DnsPolicy, DnsSinkhole, EgressProxy, ProxyContext, Resolver};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Loaded};
 
-/// A running proxy with its audit log.
+/// Where the DNS sinkhole listens.
+pub(crate) enum DnsListen {
+    /// UDP and TCP on `[dns] listen`.
+    Configured,
+    /// Sockets bound elsewhere (one address for both), e.g. inside the
+    /// agent's network namespace.
+    #[allow(dead_code, reason = "for `secureops run` confinement, which hands over its own sockets")]
+    Sockets(std::net::UdpSocket, std::net::TcpListener),
+    /// No sinkhole.
+    Off,
+}
+
+/// A running proxy and DNS sinkhole with their audit log.
 pub(crate) struct Guard {
     pub(crate) addr: SocketAddr,
+    /// The sinkhole's address (UDP and TCP), when one runs.
+    pub(crate) dns: Option<SocketAddr>,
     shutdown: CancellationToken,
     served: tokio::task::JoinHandle<()>,
+    dns_served: Option<tokio::task::JoinHandle<()>>,
     audit: AuditLog,
 }
 
 impl Guard {
+    /// Starts the proxy (on `listen`, else `[proxy] listen`) and, when no
+    /// `listen` override is given (`secureops proxy`), the DNS sinkhole on
+    /// `[dns] listen`. With an override (`secureops run` on an ephemeral
+    /// port) no sinkhole is started; use [`Guard::start_with`] for one.
     pub(crate) async fn start(
         loaded: &Loaded,
         audit_path: Option<&Path>,
         listen: Option<SocketAddr>,
+    ) -> anyhow::Result<Self> {
+        let dns = if listen.is_some() {
+            DnsListen::Off
+        } else {
+            DnsListen::Configured
+        };
+        Self::start_with(loaded, audit_path, listen, dns).await
+    }
+
+    /// Like [`Guard::start`], with the sinkhole's listeners chosen by `dns`.
+    pub(crate) async fn start_with(
+        loaded: &Loaded,
+        audit_path: Option<&Path>,
+        listen: Option<SocketAddr>,
+        dns: DnsListen,
     ) -> anyhow::Result<Self> {
         let audit_config = loaded.audit_config(audit_path);
         let audit = AuditLog::open(audit_config.clone())
@@ -48,25 +82,98 @@ impl Guard {
             resolver,
             audit: audit.clone(),
             audit_down: Default::default(),
+            attribution: None,
         };
-        let proxy = EgressProxy::bind(ctx)
+        let proxy = EgressProxy::bind(Arc::new(ctx))
             .await
             .with_context(|| format!("cannot listen on {}", proxy_config.listen))?;
         let addr = proxy.local_addr()?;
+        let dns_config = loaded.dns_config();
+        let policy = DnsPolicy {
+            allowlist: loaded.allowlist.clone(),
+            private: loaded.private.clone(),
+            attribution: None,
+        };
+        let sinkhole = match dns {
+            DnsListen::Configured => Some(
+                DnsSinkhole::bind(dns_config, policy, audit.clone())
+                    .with_context(|| format!("cannot start the DNS sinkhole on {}", loaded.raw.dns.listen))?,
+            ),
+            DnsListen::Sockets(udp, tcp) => Some(
+                DnsSinkhole::from_std(udp, tcp, dns_config, policy, audit.clone())
+                    .context("cannot start the DNS sinkhole")?,
+            ),
+            DnsListen::Off => None,
+        };
+        let dns = sinkhole.as_ref().map(DnsSinkhole::local_addr).transpose()?;
         let shutdown = CancellationToken::new();
         let served = tokio::spawn(proxy.run(shutdown.clone()));
+        let dns_served = sinkhole.map(|s| tokio::spawn(s.run(shutdown.clone())));
         Ok(Self {
             addr,
+            dns,
             shutdown,
             served,
+            dns_served,
             audit,
         })
+    }
+
+    /// Starts the guard on listeners bound inside a confined command's
+    /// namespace (`secureops run`): explicit proxy, transparent listener and
+    /// DNS sinkhole, with processes looked up in that namespace.
+    pub(crate) async fn start_confined(
+        loaded: &Loaded,
+        audit_path: Option<&Path>,
+        listeners: crate::confine::Listeners,
+        attribution: secureops_proxy::attribution::ProcNet,
+    ) -> anyhow::Result<Self> {
+        let audit_config = loaded.audit_config(audit_path);
+        let audit = AuditLog::open(audit_config.clone())
+            .with_context(|| format!("cannot open audit log {}", audit_config.path.display()))?;
+        let proxy_config = loaded.proxy_config();
+        let resolver = Resolver::new(
+            loaded.hosts.clone(),
+            &loaded.upstream,
+            loaded.private.clone(),
+            proxy_config.connect_timeout,
+        )?;
+        let ctx = Arc::new(ProxyContext {
+            config: proxy_config,
+            pdp: Arc::new(AllowlistPdp::new(loaded.allowlist.clone())),
+            resolver,
+            audit: audit.clone(),
+            audit_down: Default::default(),
+            attribution: Some(attribution.clone()),
+        });
+        let explicit = EgressProxy::from_std(listeners.explicit, Arc::clone(&ctx), false)?;
+        let transparent = EgressProxy::from_std(listeners.transparent, Arc::clone(&ctx), true)?;
+        let addr = explicit.local_addr()?;
+        let policy = DnsPolicy {
+            allowlist: loaded.allowlist.clone(),
+            private: loaded.private.clone(),
+            attribution: Some(Arc::new(attribution)),
+        };
+        let sinkhole =
+            DnsSinkhole::from_std(listeners.dns_udp, listeners.dns_tcp, loaded.dns_config(), policy, audit.clone())
+                .context("cannot start the DNS sinkhole")?;
+        let dns = Some(sinkhole.local_addr()?);
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let served = tokio::spawn(async move {
+            tokio::join!(explicit.run(token.clone()), transparent.run(token));
+        });
+        let dns_served = Some(tokio::spawn(sinkhole.run(shutdown.clone())));
+        Ok(Self { addr, dns, shutdown, served, dns_served, audit })
     }
 
     /// Stops accepting, drains, and writes the audit log's closing entry.
     pub(crate) async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         let _ = self.served.await;
+        if let Some(dns) = self.dns_served {
+            let _ = dns.await;
+        }
         self.audit.close().await.context("cannot close the audit log")?;
         Ok(())
     }
@@ -95,6 +202,9 @@ pub fn proxy(config: Option<&Path>) -> anyhow::Result<ExitCode> {
         let mut int = signal(SignalKind::interrupt())?;
         let guard = Guard::start(&loaded, None, None).await?;
         println!("listening proxy={}", guard.addr);
+        if let Some(dns) = guard.dns {
+            println!("listening dns={dns}");
+        }
         std::io::stdout().flush()?;
         tokio::select! {
             _ = term.recv() => {}

@@ -20,6 +20,8 @@ pub fn bin() -> &'static str {
 pub struct Proxy {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The DNS sinkhole (UDP and TCP).
+    pub dns: SocketAddr,
     pub dir: PathBuf,
     _owned: Option<tempfile::TempDir>,
     pub stderr: Arc<std::sync::Mutex<String>>,
@@ -35,12 +37,31 @@ impl Proxy {
         p
     }
 
-    /// Starts the proxy in `dir`, which the caller keeps.
+    /// Starts the proxy in `dir`, which the caller keeps. `[proxy] listen`
+    /// and `[dns] listen` default to free loopback ports.
     pub fn start_at(dir: &Path, config: &str) -> Proxy {
+        /// `config` with `listen = "127.0.0.1:0"` in its `[dns]` table (added when
+        /// it has none), so parallel tests never share the default port.
+        fn with_dns_listen(config: &str) -> String {
+            let lines: Vec<&str> = config.lines().collect();
+            let Some(at) = lines.iter().position(|l| l.trim() == "[dns]") else {
+                return format!("{config}\n[dns]\nlisten = \"127.0.0.1:0\"\n");
+            };
+            let section = lines[at + 1..].iter().take_while(|l| !l.trim_start().starts_with('['));
+            if section.clone().any(|l| l.trim_start().starts_with("listen")) {
+                return config.to_owned();
+            }
+            let mut out: Vec<&str> = lines[..=at].to_vec();
+            out.push("listen = \"127.0.0.1:0\"");
+            out.extend(&lines[at + 1..]);
+            out.join("\n") + "\n"
+        }
+
         let mut text = config.to_owned();
         if !text.contains("[proxy]") {
             text.push_str("\n[proxy]\nlisten = \"127.0.0.1:0\"\n");
         }
+        text = with_dns_listen(&text);
         let path = dir.join("secureops.toml");
         std::fs::write(&path, text).unwrap();
         let mut child = Command::new(bin())
@@ -70,6 +91,14 @@ impl Proxy {
             .unwrap_or_else(|| panic!("unexpected first line {line:?}; stderr: {}", stderr.lock().unwrap()))
             .parse()
             .unwrap();
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        let dns = line
+            .trim()
+            .strip_prefix("listening dns=")
+            .unwrap_or_else(|| panic!("unexpected second line {line:?}; stderr: {}", stderr.lock().unwrap()))
+            .parse()
+            .unwrap();
         // Keep draining stdout so the proxy never blocks on a full pipe.
         std::thread::spawn(move || {
             let mut sink = Vec::new();
@@ -78,6 +107,7 @@ impl Proxy {
         Proxy {
             child,
             addr,
+            dns,
             dir: dir.to_path_buf(),
             _owned: None,
             stderr,

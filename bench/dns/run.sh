@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# DNS sinkhole benchmark: `secureops proxy`'s sinkhole next to dnsmasq
+# configured as an equivalent sinkhole, on this machine, in the same run,
+# measured with dnsperf. Three cases, each against both servers:
+#
+#   denied  names no rule covers (base64-looking labels under a denied
+#           domain): secureops answers NXDOMAIN + one audit entry each,
+#           dnsmasq answers NXDOMAIN (address=/#/)
+#   static  [dns] hosts names (dnsmasq: addn-hosts)
+#   cached  allowed names answered from the cache, after one warm-up pass
+#           through a local fake upstream (a third dnsmasq, authoritative)
+#
+# Everything runs on 127.0.0.x loopback addresses, each case for DURATION
+# seconds per server. Prints queries/s and latency percentiles (p50, p99,
+# computed from dnsperf -v per-query latencies) as a Markdown table.
+#
+# Usage: bench/dns/run.sh            (DURATION=10 OUTSTANDING=100 by default)
+#        DURATION=5 bench/dns/run.sh
+#
+# secureops runs with its defaults (audit log fsync=batch, sign=batch, every
+# query appended to the signed log before it is answered) except
+# client_rate = 0: dnsperf is one client at tens of thousands of queries/s,
+# far over the default per-client limit. dnsmasq logs nothing.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+DURATION=${DURATION:-10}
+OUTSTANDING=${OUTSTANDING:-100}
+NAMES=${NAMES:-1000}
+
+need=()
+command -v dnsperf >/dev/null || need+=(dnsperf)
+command -v dnsmasq >/dev/null || need+=(dnsmasq)
+command -v dig >/dev/null || need+=(dnsutils)
+if ((${#need[@]})); then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "installing: ${need[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+cargo build --release --locked -p secureops >&2
+BIN=$PWD/target/release/secureops
+
+work=$(mktemp -d /tmp/secureops-dnsbench.XXXXXX)
+# dnsmasq drops privileges before reading addn-hosts.
+chmod 755 "$work"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+UP_ADDR=127.0.0.3 UP_PORT=5399      # fake upstream (authoritative dnsmasq)
+SO_ADDR=127.0.0.4 SO_PORT=5353      # secureops
+DM_ADDR=127.0.0.5 DM_PORT=5353      # dnsmasq as a sinkhole
+
+# --- names --------------------------------------------------------------
+: >"$work/denied.txt" >"$work/static.txt" >"$work/cached.txt" >"$work/static.hosts"
+hosts_toml=""
+for i in $(seq 0 $((NAMES - 1))); do
+  label=$(printf 'c2VjcmV0LXRva2VuLSVk%06dQUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo' "$i")
+  echo "$label.exfil.denied.bench A" >>"$work/denied.txt"
+  echo "c$i.cached.bench A" >>"$work/cached.txt"
+  if ((i < 100)); then
+    ip="1.2.3.$((i + 1))"
+    echo "s$i.static.bench A" >>"$work/static.txt"
+    echo "$ip s$i.static.bench" >>"$work/static.hosts"
+    hosts_toml+="\"s$i.static.bench\" = [\"$ip\"], "
+  fi
+done
+
+# --- fake upstream: answers every *.cached.bench name, TTL 1 h ----------
+cat >"$work/upstream.conf" <<CONF
+port=$UP_PORT
+listen-address=$UP_ADDR
+bind-interfaces
+no-resolv
+no-hosts
+address=/cached.bench/1.2.3.4
+local-ttl=3600
+cache-size=0
+CONF
+dnsmasq -k -C "$work/upstream.conf" --pid-file="$work/upstream.pid" 2>"$work/upstream.log" &
+pids+=($!)
+
+# --- dnsmasq as a sinkhole: hosts, forward allowed, NXDOMAIN the rest -----
+cat >"$work/dnsmasq.conf" <<CONF
+port=$DM_PORT
+listen-address=$DM_ADDR
+bind-interfaces
+no-resolv
+no-hosts
+addn-hosts=$work/static.hosts
+server=/cached.bench/$UP_ADDR#$UP_PORT
+address=/#/
+cache-size=10000
+local-ttl=60
+CONF
+dnsmasq -k -C "$work/dnsmasq.conf" --pid-file="$work/dnsmasq.pid" 2>"$work/dnsmasq.log" &
+pids+=($!)
+
+# --- secureops -----------------------------------------------------------
+cat >"$work/secureops.toml" <<CONF
+[proxy]
+listen = "$SO_ADDR:0"
+[network]
+egress_allowlist = ["*.static.bench", "*.cached.bench"]
+[dns]
+listen = "$SO_ADDR:$SO_PORT"
+upstream = ["$UP_ADDR:$UP_PORT"]
+hosts = { ${hosts_toml%, } }
+client_rate = 0
+[audit]
+path = "$work/audit.jsonl"
+signing_key = "$work/audit.key"
+CONF
+"$BIN" proxy -c "$work/secureops.toml" >"$work/secureops.out" 2>"$work/secureops.err" &
+so_pid=$!
+pids+=($so_pid)
+
+for _ in $(seq 100); do
+  grep -q "listening dns=" "$work/secureops.out" 2>/dev/null && break
+  sleep 0.1
+done
+grep -q "listening dns=" "$work/secureops.out" || { cat "$work/secureops.err" >&2; exit 1; }
+
+# Sanity: both servers give the same answers.
+for srv in "$SO_ADDR -p $SO_PORT" "$DM_ADDR -p $DM_PORT"; do
+  # shellcheck disable=SC2086
+  set -- $srv
+  s=$(dig +short +time=2 +tries=1 @"$1" -p "$3" s7.static.bench A)
+  c=$(dig +short +time=2 +tries=1 @"$1" -p "$3" c7.cached.bench A)
+  d=$(dig +time=2 +tries=1 @"$1" -p "$3" x.denied.bench A | grep -o 'status: [A-Z]*')
+  echo "sanity $1: static=$s cached=$c denied=$d" >&2
+  [ "$s" = 1.2.3.8 ] && [ "$c" = 1.2.3.4 ] && [ "$d" = "status: NXDOMAIN" ] || { echo "sanity check failed" >&2; exit 1; }
+done
+
+# Warm both caches with every cached name.
+for srv in "$SO_ADDR $SO_PORT" "$DM_ADDR $DM_PORT"; do
+  # shellcheck disable=SC2086
+  set -- $srv
+  dnsperf -s "$1" -p "$2" -d "$work/cached.txt" -n 1 -q 20 >/dev/null 2>&1
+done
+
+# run NAME SERVER PORT FILE -> "qps p50_ms p99_ms lost"
+run() {
+  local out="$work/$1.perf"
+  dnsperf -s "$2" -p "$3" -d "$4" -l "$DURATION" -q "$OUTSTANDING" -v >"$out" 2>&1 || true
+  local qps lost
+  qps=$(awk '/Queries per second:/ {printf "%.0f", $4}' "$out")
+  lost=$(awk '/Queries lost:/ {print $3}' "$out")
+  # Per-query lines: "> NXDOMAIN name A 0.000123"; latency is the last field.
+  awk '/^> / {print $NF}' "$out" | sort -g >"$out.lat"
+  local n p50 p99
+  n=$(wc -l <"$out.lat")
+  p50=$(awk -v n="$n" 'NR == int(n * 0.50) + 1 {printf "%.3f", $1 * 1000; exit}' "$out.lat")
+  p99=$(awk -v n="$n" 'NR == int(n * 0.99) + 1 {printf "%.3f", $1 * 1000; exit}' "$out.lat")
+  echo "$qps $p50 $p99 $lost"
+}
+
+echo "| case | server | queries/s | p50 ms | p99 ms | lost |"
+echo "|---|---|---:|---:|---:|---:|"
+for case in denied static cached; do
+  for server in dnsmasq secureops; do
+    if [ "$server" = secureops ]; then addr=$SO_ADDR port=$SO_PORT; else addr=$DM_ADDR port=$DM_PORT; fi
+    read -r qps p50 p99 lost < <(run "$case-$server" "$addr" "$port" "$work/$case.txt")
+    echo "| $case | $server | $qps | $p50 | $p99 | $lost |"
+  done
+done
+
+# The audit log: one verified entry per query answered.
+kill -TERM "$so_pid"
+wait "$so_pid" 2>/dev/null || true
+echo >&2
+"$BIN" audit verify "$work/audit.jsonl" >&2

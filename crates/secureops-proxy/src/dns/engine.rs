@@ -1,0 +1,374 @@
+//! One query, start to end: check → decide → answer (static, cache or
+//! upstream, with the rebinding guard) → audit → reply. Shared by the UDP
+//! and TCP listeners.
+//!
+//! Audit order: the entry is appended once the outcome is known (so it can
+//! say "rebinding guard" or "upstream timed out") and before the client
+//! gets a byte. A denied query never leaves the machine, so its entry is
+//! always written first. An allowed, uncached query reaches the upstream
+//! before its entry lands; while the log is known to fail, nothing is
+//! forwarded at all (fail-closed), and if the append fails the client gets
+//! REFUSED instead of the upstream's answer.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::Name;
+use secureops_audit::{AuditFinding, AuditLog, Kind, Verdict, Via};
+use secureops_policy::{Allowlist, Host, PrivateDestinations, UnsafeDestination};
+
+use crate::dns::answer::{
+    self, NameError, Parsed, Query, Rejection, cache_ttl, encode, first_unsafe, fit,
+    from_cache, local_reverse, private_reverse, response, sinkhole,
+};
+use crate::dns::cache::{AnswerCache, Key};
+use crate::dns::forward::{ForwardError, Forwarder};
+use crate::dns::limit::{Limiter, Report};
+use crate::dns::{DnsConfig, DnsPolicy, PeerAttribution, Transport};
+
+/// Longest wait for the audit writer before the answer becomes a refusal.
+const AUDIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What happened to one query: the audit verdict and reason.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Outcome {
+    /// Allowed, answered from `[dns] hosts`.
+    #[error("{rule}; answered from [dns] hosts")]
+    Static {
+        /// Why the name is allowed.
+        rule: String,
+    },
+    /// Allowed, answered from the cache.
+    #[error("{rule}; answered from cache")]
+    Cached {
+        /// Why the name is allowed.
+        rule: String,
+    },
+    /// Allowed, answered by an upstream resolver.
+    #[error("{rule}; answered by upstream {server}")]
+    Forwarded {
+        /// Why the name is allowed.
+        rule: String,
+        /// The upstream that answered.
+        server: SocketAddr,
+    },
+    /// The reverse name of a non-global address: answered here, never
+    /// forwarded.
+    #[error("reverse lookup of {ip} ({range} range) answered locally")]
+    LocalReverse {
+        /// The address.
+        ip: IpAddr,
+        /// Its special-purpose range.
+        range: &'static str,
+    },
+    /// No name rule covers the name.
+    #[error("{name} is not in the egress allowlist")]
+    NotAllowed {
+        /// The normalised name.
+        name: String,
+    },
+    /// A name no rule can match.
+    #[error("invalid query name {name:?}: {error}")]
+    InvalidName {
+        /// The name, escaped.
+        name: String,
+        /// What is wrong with it.
+        error: NameError,
+    },
+    /// A `[dns] hosts` address that is not globally reachable.
+    #[error("[dns] hosts answer refused: {0}")]
+    UnsafeStatic(UnsafeDestination),
+    /// The upstream answered with an address that is not globally
+    /// reachable (DNS rebinding).
+    #[error("upstream answer refused (rebinding guard): {0}")]
+    Rebinding(UnsafeDestination),
+    /// Allowed, but no upstream answered.
+    #[error("{rule}; cannot resolve: {error}")]
+    Upstream {
+        /// Why the name is allowed.
+        rule: String,
+        /// What went wrong.
+        error: ForwardError,
+    },
+    /// Not a query this server answers.
+    #[error("{0}")]
+    Rejected(Rejection),
+    /// The audit log is failing: nothing is forwarded unrecorded.
+    #[error("audit log unavailable; refusing (fail-closed)")]
+    AuditUnavailable,
+}
+
+impl Outcome {
+    /// The decision recorded in the audit log.
+    pub(crate) fn verdict(&self) -> Verdict {
+        match self {
+            Outcome::Static { .. } | Outcome::Cached { .. } | Outcome::Forwarded { .. } | Outcome::LocalReverse { .. } => {
+                Verdict::Allow
+            }
+            _ => Verdict::Deny,
+        }
+    }
+}
+
+/// The summary entry for what a client did that was not audited one by one.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "client {ip}: {refused} queries refused over the [dns] client_rate limit, \
+     {dropped} messages dropped (runts or responses); counted here, not logged one by one"
+)]
+struct Summary {
+    ip: IpAddr,
+    refused: u64,
+    dropped: u64,
+}
+
+/// The answer before encoding.
+enum Reply {
+    /// Built here.
+    Message(Message),
+    /// An upstream's bytes, passed through, with their decoded form.
+    Raw(Vec<u8>, Message),
+}
+
+impl Reply {
+    fn rcode(&self) -> ResponseCode {
+        match self {
+            Reply::Message(m) | Reply::Raw(_, m) => m.metadata.response_code,
+        }
+    }
+}
+
+/// Everything a query needs, shared by all listener tasks.
+pub(crate) struct Engine {
+    pub(crate) config: DnsConfig,
+    allowlist: Allowlist,
+    private: PrivateDestinations,
+    reverse: HashMap<IpAddr, Vec<Name>>,
+    cache: AnswerCache,
+    pub(crate) limiter: Limiter,
+    forwarder: Forwarder,
+    audit: AuditLog,
+    audit_down: AtomicBool,
+    attribution: Option<Arc<dyn PeerAttribution>>,
+    local: SocketAddr,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub(crate) fn new(config: DnsConfig, policy: DnsPolicy, audit: AuditLog, local: SocketAddr) -> Self {
+        let cache = AnswerCache::new(config.cache_entries, config.cache_bytes);
+        let limiter = Limiter::new(config.client_rate, config.client_burst);
+        let forwarder = Forwarder::new(config.upstream.clone(), config.upstream_timeout);
+        Self {
+            reverse: answer::reverse_map(&config.hosts),
+            cache,
+            limiter,
+            forwarder,
+            allowlist: policy.allowlist,
+            private: policy.private,
+            attribution: policy.attribution,
+            audit,
+            audit_down: AtomicBool::new(false),
+            local,
+            config,
+        }
+    }
+
+    /// The cheap check on the receive path, before anything is decoded or
+    /// spawned: `Ok(())` to answer, `Err(Some(bytes))` to send REFUSED at
+    /// once (over the client's rate), `Err(None)` to drop.
+    pub(crate) fn admit(&self, bytes: &[u8], peer: IpAddr) -> Result<(), Option<Vec<u8>>> {
+        if self.limiter.admit(peer, Instant::now()) {
+            Ok(())
+        } else {
+            Err(answer::refused_header(bytes))
+        }
+    }
+
+    /// Answers one message; `None` means send nothing.
+    pub(crate) async fn answer(&self, bytes: &[u8], peer: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+        let q = match answer::parse(bytes) {
+            Parsed::Drop(why) => {
+                tracing::trace!(?why, %peer, "dns message dropped");
+                self.limiter.note_dropped(peer.ip());
+                return None;
+            }
+            Parsed::Reject {
+                response,
+                why,
+                name,
+                qtype,
+            } => {
+                let rcode = why.rcode();
+                let mut f = self.finding(&Outcome::Rejected(why), peer, transport, rcode);
+                f.host = name;
+                f.qtype = qtype.map(|t| t.to_string());
+                // An error code tells the client nothing: sent even when
+                // the entry could not be written.
+                self.record(f).await;
+                return Some(response);
+            }
+            Parsed::Query(q) => q,
+        };
+        let limit = match transport {
+            Transport::Udp => q.udp_limit,
+            Transport::Tcp => u16::MAX,
+        };
+        let (outcome, reply) = self.resolve(&q, bytes).await;
+        let mut f = self.finding(&outcome, peer, transport, reply.rcode());
+        f.host = Some(q.display_name());
+        // Case is data too (base64 labels): keep the name as sent.
+        let sent = q.qname.to_ascii();
+        if q.name.is_ok() && sent.trim_end_matches('.') != q.display_name() {
+            if let Some(detail) = &mut f.detail {
+                detail.push_str("; name as sent ");
+                detail.push_str(&sent);
+            }
+        }
+        f.qtype = Some(q.qtype.to_string());
+        let recorded = self.record(f).await;
+        if !recorded && outcome.verdict() == Verdict::Allow {
+            // Nothing let through goes unrecorded.
+            return Some(encode(&response(&q, ResponseCode::Refused), limit));
+        }
+        Some(match reply {
+            Reply::Message(m) => encode(&m, limit),
+            Reply::Raw(raw, m) => fit(raw, &m, limit),
+        })
+    }
+
+    /// The decision and the answer for a checked query.
+    async fn resolve(&self, q: &Query, bytes: &[u8]) -> (Outcome, Reply) {
+        let sink = || Reply::Message(sinkhole(q, self.config.sinkhole));
+        if let Some((ip, range)) = private_reverse(&q.qname) {
+            let names = self.reverse.get(&ip.to_canonical()).map(Vec::as_slice);
+            return (Outcome::LocalReverse { ip, range }, Reply::Message(local_reverse(q, names)));
+        }
+        let name = match &q.name {
+            Ok(name) => name,
+            Err(error) => {
+                let outcome = Outcome::InvalidName {
+                    name: q.display_name(),
+                    error: error.clone(),
+                };
+                return (outcome, sink());
+            }
+        };
+        if !self.allowlist.resolves(name) {
+            return (Outcome::NotAllowed { name: name.clone() }, sink());
+        }
+        let rule = self.rule_for(name);
+        if let Some(ips) = self.config.hosts.get(name) {
+            let reply = answer::addresses(q, ips);
+            // Only what would be handed out is vetted: an A answer is not
+            // refused for the name's IPv6 address.
+            if let Some(e) = first_unsafe(&reply, &self.private) {
+                return (Outcome::UnsafeStatic(e), sink());
+            }
+            return (Outcome::Static { rule }, Reply::Message(reply));
+        }
+        let key = Key {
+            name: name.as_str().into(),
+            qtype: q.qtype,
+            qclass: q.qclass,
+            dnssec_ok: q.dnssec_ok,
+            checking_disabled: q.message.metadata.checking_disabled,
+        };
+        if let Some(entry) = self.cache.get(&key)
+            && let Some(age) = entry.age(Instant::now())
+        {
+            return (Outcome::Cached { rule }, Reply::Message(from_cache(q, &entry.message, age)));
+        }
+        if self.audit_down.load(Ordering::Relaxed) {
+            return (Outcome::AuditUnavailable, Reply::Message(response(q, ResponseCode::Refused)));
+        }
+        match self.forwarder.forward(bytes, q).await {
+            Err(error) => (Outcome::Upstream { rule, error }, Reply::Message(response(q, ResponseCode::ServFail))),
+            Ok(f) => {
+                if let Some(e) = first_unsafe(&f.message, &self.private) {
+                    return (Outcome::Rebinding(e), sink());
+                }
+                if let Some(ttl) = cache_ttl(&f.message) {
+                    self.cache.insert(key, f.message.clone(), ttl, f.raw.len());
+                }
+                let server = f.server;
+                (Outcome::Forwarded { rule, server }, Reply::Raw(f.raw, f.message))
+            }
+        }
+    }
+
+    /// The rule to quote for an allowed name (ports 443 and 80 first).
+    fn rule_for(&self, name: &str) -> String {
+        let host = Host::Name(name.to_owned());
+        match self.allowlist.find(&host, 443).or_else(|| self.allowlist.find(&host, 80)) {
+            Some(rule) => format!("allowed by rule \"{rule}\""),
+            None => "allowed by a name rule".to_owned(),
+        }
+    }
+
+    fn finding(&self, outcome: &Outcome, peer: SocketAddr, transport: Transport, rcode: ResponseCode) -> AuditFinding {
+        let mut f = AuditFinding::new(Kind::Dns, outcome.verdict(), answer::one_line(&outcome.to_string()));
+        f.via = Some(Via::Dns);
+        if let Some((pid, exe)) = self
+            .attribution
+            .as_ref()
+            .and_then(|a| a.attribute(transport, peer, self.local))
+        {
+            f.pid = Some(pid);
+            f.exe = exe;
+        }
+        f.detail = Some(format!("{transport} from {peer}; answer {}", rcode_name(rcode)));
+        f
+    }
+
+    /// Appends one entry; `false` when it is not in the log.
+    async fn record(&self, finding: AuditFinding) -> bool {
+        let ok = matches!(
+            tokio::time::timeout(AUDIT_TIMEOUT, self.audit.append(finding)).await,
+            Ok(Ok(_))
+        );
+        self.audit_down.store(!ok, Ordering::Relaxed);
+        ok
+    }
+
+    /// Writes one summary entry per client that was refused or dropped
+    /// since the last call.
+    pub(crate) async fn report(&self) {
+        for Report { ip, refused, dropped } in self.limiter.take_reports() {
+            let summary = Summary { ip, refused, dropped };
+            let mut f = AuditFinding::new(Kind::Dns, Verdict::Deny, summary.to_string());
+            f.via = Some(Via::Dns);
+            f.detail = Some(format!("client {ip}"));
+            self.record(f).await;
+        }
+    }
+}
+
+/// The RFC name of a response code (`NOERROR`, `NXDOMAIN`, ...).
+fn rcode_name(rcode: ResponseCode) -> &'static str {
+    match rcode {
+        ResponseCode::NoError => "NOERROR",
+        ResponseCode::FormErr => "FORMERR",
+        ResponseCode::ServFail => "SERVFAIL",
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::NotImp => "NOTIMP",
+        ResponseCode::Refused => "REFUSED",
+        ResponseCode::BADVERS => "BADVERS",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,299 @@
+//! # The DNS sinkhole: the agent's only resolver
+//!
+//! A name the agent cannot resolve is a name it cannot reach, and a query
+//! is itself an exfiltration channel (`c2VjcmV0.attacker.example`). The
+//! sinkhole answers allowed names and swallows everything else before a
+//! single packet leaves the machine. Same policy as the proxy (PRODUCT.md
+//! B.3: a name resolves when any name rule names it or a wildcard covers
+//! it, whatever the port), same audit log (one `dns` entry per query).
+//!
+//! | step | module | what it does |
+//! |---|---|---|
+//! | accept | `udp`, `tcp` | UDP datagrams and TCP (length-prefixed) on one address; per-client rate limit (`limit`) before decoding |
+//! | check | `answer` | hickory-proto decodes; one question, no records, EDNS 0; FORMERR/NOTIMP/REFUSED otherwise |
+//! | decide | `engine` | private-range PTR answered locally; the allowlist on the normalised name; denied → the sinkhole answer |
+//! | answer | `answer`, `cache`, `forward` | `[dns] hosts`, else the TTL cache, else the upstreams (raw bytes, UDP then TCP on TC, timeout and retry over the list) |
+//! | vet | `answer` | every A/AAAA (and SVCB/HTTPS hint) of an answer must be globally reachable or in `private_destinations` (rebinding guard) |
+//! | audit | `engine` | one entry per query before the answer is sent; over-limit floods are summarised per client |
+//!
+//! Build one with [`DnsSinkhole::bind`] (the `[dns] listen` address, UDP
+//! and TCP on the same port) or [`DnsSinkhole::from_std`] (sockets created
+//! elsewhere, e.g. inside the agent's network namespace), then
+//! [`DnsSinkhole::run`] until cancelled.
+
+mod answer;
+mod cache;
+mod engine;
+mod forward;
+mod limit;
+mod tcp;
+mod udp;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use secureops_audit::AuditLog;
+use secureops_policy::{Allowlist, PrivateDestinations};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use answer::SinkholeMode;
+
+use crate::dns::engine::Engine;
+
+/// `[dns]` settings of the sinkhole.
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    /// UDP and TCP listen address (`[dns] listen`); port 0 picks one port
+    /// for both.
+    pub listen: SocketAddr,
+    /// Upstream resolvers for allowed names, tried in order.
+    pub upstream: Vec<SocketAddr>,
+    /// The answer for names that are not let through.
+    pub sinkhole: SinkholeMode,
+    /// Static answers (`[dns] hosts`), keys already normalised.
+    pub hosts: HashMap<String, Vec<IpAddr>>,
+    /// Longest wait for one upstream attempt.
+    pub upstream_timeout: Duration,
+    /// Queries per second per client IP (token bucket); 0 = unlimited.
+    pub client_rate: u32,
+    /// Burst size of that bucket.
+    pub client_burst: u32,
+    /// Most cached answers; 0 disables the cache.
+    pub cache_entries: usize,
+    /// About how much memory the cache may take, in bytes.
+    pub cache_bytes: usize,
+    /// Queries answered at once; beyond it the listener stops reading
+    /// (the kernel queues, then drops).
+    pub max_in_flight: usize,
+    /// TCP connections open at once; more are closed on accept.
+    pub max_tcp_connections: usize,
+    /// A TCP client silent this long (before or between queries) is cut off.
+    pub tcp_idle_timeout: Duration,
+    /// On shutdown, how long queries in flight may finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5354)),
+            upstream: Vec::new(),
+            sinkhole: SinkholeMode::Nxdomain,
+            hosts: HashMap::new(),
+            upstream_timeout: Duration::from_millis(2000),
+            client_rate: 1000,
+            client_burst: 2000,
+            cache_entries: 10_000,
+            cache_bytes: 32 << 20,
+            max_in_flight: 4096,
+            max_tcp_connections: 256,
+            tcp_idle_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How a query arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// A UDP datagram.
+    Udp,
+    /// A length-prefixed message on a TCP connection.
+    Tcp,
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        })
+    }
+}
+
+/// Tells which process sent a query, where the platform can (the audit
+/// entry's `pid` and `exe`; `null` when this is absent or answers `None`).
+pub trait PeerAttribution: Send + Sync {
+    /// `(pid, exe)` of the process owning the client socket `peer` that
+    /// sent to our socket `local`.
+    fn attribute(&self, transport: Transport, peer: SocketAddr, local: SocketAddr) -> Option<(u32, Option<String>)>;
+}
+
+/// The policy the sinkhole enforces.
+#[derive(Clone, Default)]
+pub struct DnsPolicy {
+    /// The egress allowlist; its name rules decide ([`Allowlist::resolves`]).
+    pub allowlist: Allowlist,
+    /// Non-global ranges that answers may still point into.
+    pub private: PrivateDestinations,
+    /// Process attribution for audit entries, if the platform has one.
+    pub attribution: Option<Arc<dyn PeerAttribution>>,
+}
+
+impl std::fmt::Debug for DnsPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsPolicy")
+            .field("rules", &self.allowlist.len())
+            .field("attribution", &self.attribution.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sinkhole could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DnsError {
+    /// Binding or setting up a listener failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The UDP and TCP sockets handed over are not on the same address.
+    #[error("UDP socket on {udp} and TCP listener on {tcp}: they must share one address")]
+    Mismatch {
+        /// The UDP socket's address.
+        udp: SocketAddr,
+        /// The TCP listener's address.
+        tcp: SocketAddr,
+    },
+}
+
+/// The agent's resolver: answers allowed names on UDP and TCP, sinkholes
+/// everything else, records every query.
+pub struct DnsSinkhole {
+    udp: Arc<tokio::net::UdpSocket>,
+    tcp: tokio::net::TcpListener,
+    engine: Arc<Engine>,
+}
+
+impl std::fmt::Debug for DnsSinkhole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsSinkhole")
+            .field("addr", &self.udp.local_addr().ok())
+            .field("engine", &self.engine)
+            .finish()
+    }
+}
+
+/// Attempts at finding a port free for both UDP and TCP when asked for 0.
+const PORT_ATTEMPTS: usize = 16;
+/// Receive buffer asked for the UDP socket: absorbs bursts while the
+/// workers are busy (the kernel caps it at `net.core.rmem_max`).
+const UDP_RECV_BUFFER: usize = 4 << 20;
+
+impl DnsSinkhole {
+    /// Binds UDP and TCP on `config.listen` (with port 0: one free port for
+    /// both) and builds the sinkhole. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`DnsError::Listen`] when the address cannot be bound.
+    pub fn bind(config: DnsConfig, policy: DnsPolicy, audit: AuditLog) -> Result<Self, DnsError> {
+        let addr = config.listen;
+        let listen = |source| DnsError::Listen { addr, source };
+        let attempts = if addr.port() == 0 { PORT_ATTEMPTS } else { 1 };
+        let mut last = None;
+        for _ in 0..attempts {
+            let udp = std::net::UdpSocket::bind(addr).map_err(listen)?;
+            let local = udp.local_addr().map_err(listen)?;
+            match std::net::TcpListener::bind(local) {
+                Ok(tcp) => return Self::from_std(udp, tcp, config, policy, audit),
+                // The UDP port's TCP twin is taken: try another port.
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(listen(last.unwrap_or_else(|| std::io::ErrorKind::AddrInUse.into())))
+    }
+
+    /// Builds the sinkhole on sockets bound elsewhere (e.g. inside the
+    /// agent's network namespace). They must share one address. Must be
+    /// called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`DnsError::Mismatch`] when the addresses differ,
+    /// [`DnsError::Listen`] when the sockets cannot be set up.
+    pub fn from_std(
+        udp: std::net::UdpSocket,
+        tcp: std::net::TcpListener,
+        config: DnsConfig,
+        policy: DnsPolicy,
+        audit: AuditLog,
+    ) -> Result<Self, DnsError> {
+        let addr = config.listen;
+        let listen = |source| DnsError::Listen { addr, source };
+        let udp_addr = udp.local_addr().map_err(listen)?;
+        let tcp_addr = tcp.local_addr().map_err(listen)?;
+        if udp_addr != tcp_addr {
+            return Err(DnsError::Mismatch {
+                udp: udp_addr,
+                tcp: tcp_addr,
+            });
+        }
+        let listen = |source| DnsError::Listen { addr: udp_addr, source };
+        udp.set_nonblocking(true).map_err(listen)?;
+        tcp.set_nonblocking(true).map_err(listen)?;
+        // Best effort: a small buffer only means earlier drops under load.
+        let _ = socket2::SockRef::from(&udp).set_recv_buffer_size(UDP_RECV_BUFFER);
+        let udp = tokio::net::UdpSocket::from_std(udp).map_err(listen)?;
+        let tcp = tokio::net::TcpListener::from_std(tcp).map_err(listen)?;
+        let engine = Arc::new(Engine::new(config, policy, audit, udp_addr));
+        Ok(Self {
+            udp: Arc::new(udp),
+            tcp,
+            engine,
+        })
+    }
+
+    /// The address both listeners are bound to.
+    ///
+    /// # Errors
+    /// When the socket cannot report it.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.udp.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops reading, lets
+    /// queries in flight finish for at most `drain_timeout`, and writes the
+    /// last per-client summaries.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let tracker = TaskTracker::new();
+        let udp = tracker.spawn(udp::serve(
+            Arc::clone(&self.udp),
+            Arc::clone(&self.engine),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+        let tcp = tracker.spawn(tcp::serve(
+            self.tcp,
+            Arc::clone(&self.engine),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+        let mut tick = tokio::time::interval(REPORT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = tick.tick() => self.engine.report().await,
+            }
+        }
+        let _ = udp.await;
+        let _ = tcp.await;
+        tracker.close();
+        if tokio::time::timeout(self.engine.config.drain_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::info!(open = tracker.len(), "dns drain timeout");
+        }
+        self.engine.report().await;
+    }
+}
+
+/// How often over-limit and dropped messages are summarised in the log.
+const REPORT_EVERY: Duration = Duration::from_secs(10);

@@ -1,0 +1,105 @@
+//! `secureops __ns-child`: runs inside the fresh network namespace that
+//! `unshare(1)` made for it. It brings up loopback, installs the nftables
+//! redirect, binds the guard's listeners *inside* the namespace, hands them
+//! to the supervisor, waits for the go-ahead, and becomes CMD (`exec`, so
+//! CMD keeps this pid and the supervisor's wait sees its exit status).
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+
+use anyhow::{Context, bail};
+
+use super::fdpass;
+use super::nft::{PORTS, ruleset};
+
+/// Exit status when the namespace could not be set up (before CMD ran).
+pub const SETUP_FAILED: u8 = 125;
+
+/// Entry point of the hidden subcommand.
+pub fn main(control: &Path, drop_to: Option<(u32, u32)>, cmd: &[String]) -> ExitCode {
+    match setup_and_exec(control, drop_to, cmd) {
+        Ok(never) => match never {},
+        Err(e) => {
+            eprintln!("secureops: cannot confine the command: {e:#}");
+            ExitCode::from(SETUP_FAILED)
+        }
+    }
+}
+
+fn setup_and_exec(control: &Path, drop_to: Option<(u32, u32)>, cmd: &[String]) -> anyhow::Result<std::convert::Infallible> {
+    let mut sock = UnixStream::connect(control).context("cannot reach the supervisor")?;
+    run(&["ip", "link", "set", "lo", "up"])?;
+    // Every destination routes to loopback, where the nat rules catch it;
+    // without a route, connect() would fail before netfilter sees it.
+    run(&["ip", "route", "add", "default", "dev", "lo", "src", "127.0.0.1"])?;
+    apply_nft(&ruleset(PORTS))?;
+    let explicit = std::net::TcpListener::bind(("127.0.0.1", PORTS.explicit)).context("bind explicit listener")?;
+    let transparent = std::net::TcpListener::bind(("127.0.0.1", PORTS.transparent)).context("bind transparent listener")?;
+    let dns_udp = std::net::UdpSocket::bind(("127.0.0.1", PORTS.dns)).context("bind DNS (UDP)")?;
+    let dns_tcp = std::net::TcpListener::bind(("127.0.0.1", PORTS.dns)).context("bind DNS (TCP)")?;
+    fdpass::send(&sock, &[explicit.as_fd(), transparent.as_fd(), dns_udp.as_fd(), dns_tcp.as_fd()])
+        .context("cannot hand the listeners to the supervisor")?;
+    // Our copies close at exec (close-on-exec); CMD never holds them.
+    let mut go = [0u8; 1];
+    sock.read_exact(&mut go).context("supervisor went away")?;
+    // If the supervisor dies, CMD dies with it: nothing runs unguarded.
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .context("cannot set the parent-death signal")?;
+    let Some((program, args)) = cmd.split_first() else { bail!("no command given") };
+    let url = format!("http://127.0.0.1:{}", PORTS.explicit);
+    let mut command = match drop_to {
+        // Started through sudo: CMD runs as the invoking user.
+        Some((uid, gid)) => {
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={gid}"))
+                .arg("--init-groups")
+                .arg("--pdeathsig=KILL")
+                .arg("--")
+                .arg(program);
+            c
+        }
+        None => Command::new(program),
+    };
+    command.args(args);
+    for var in ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy"] {
+        command.env(var, &url);
+    }
+    command.env_remove("NO_PROXY").env_remove("no_proxy");
+    let err = command.exec();
+    Err(anyhow::Error::new(err).context(format!("cannot start {program:?}")))
+}
+
+fn run(argv: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {} (is it installed?)", argv[0]))?;
+    if !out.status.success() {
+        bail!("{} failed: {}", argv.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+fn apply_nft(rules: &str) -> anyhow::Result<()> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run nft (install the nftables package)")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(rules.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("nft rejected the ruleset: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}

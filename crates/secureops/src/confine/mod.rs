@@ -1,0 +1,149 @@
+//! Confinement for `secureops run`: CMD runs in its own network namespace
+//! (user + network namespace when not root) whose only way out is the
+//! guard. No veth, no host routes, no named namespace: the namespace and
+//! its nftables table disappear with the last process in it.
+//!
+//! `unshare(1)` creates the namespace and execs our hidden `__ns-child`
+//! subcommand in it (a fresh single-threaded process, as user namespaces
+//! require). The child binds the listeners inside the namespace and passes
+//! them back over a Unix socket; the supervisor serves them from the host
+//! namespace, where it makes the upstream connections.
+
+mod child;
+mod fdpass;
+pub mod nft;
+
+use std::io::Write;
+use std::net::{TcpListener, UdpSocket};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+pub use child::main as child_main;
+
+/// The listeners bound inside the namespace.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Explicit proxy (`HTTPS_PROXY`).
+    pub explicit: TcpListener,
+    /// Redirected TCP.
+    pub transparent: TcpListener,
+    /// DNS sinkhole, UDP.
+    pub dns_udp: UdpSocket,
+    /// DNS sinkhole, TCP.
+    pub dns_tcp: TcpListener,
+}
+
+/// A command waiting in its namespace for the guard to start.
+#[derive(Debug)]
+pub struct Confined {
+    /// The command's process (after `go` it *is* CMD).
+    pub child: Child,
+    control: UnixStream,
+    _dir: tempfile::TempDir,
+}
+
+/// How CMD will be confined, for messages and `tier`.
+pub fn describe() -> &'static str {
+    if rustix::process::geteuid().is_root() {
+        "network namespace (root)"
+    } else {
+        "user + network namespace (unprivileged)"
+    }
+}
+
+/// Starts CMD's namespace and receives its listeners. Spawned from the
+/// main thread, before any runtime: the child's parent-death signal is
+/// tied to the thread that forked it.
+pub fn spawn(cmd: &[String]) -> anyhow::Result<(Confined, Listeners)> {
+    let dir = tempfile::Builder::new().prefix("secureops-run-").tempdir().context("cannot create a control folder")?;
+    let path = dir.path().join("control.sock");
+    let listener = UnixListener::bind(&path).context("cannot create the control socket")?;
+    listener.set_nonblocking(true)?;
+    let exe = std::env::current_exe().context("cannot find our own executable")?;
+    let mut command = Command::new("unshare");
+    if rustix::process::geteuid().is_root() {
+        command.arg("--net");
+    } else {
+        command.args(["--user", "--map-root-user", "--net"]);
+    }
+    command.arg("--").arg(exe).arg("__ns-child").arg("--control").arg(&path);
+    if let Some((uid, gid)) = sudo_user() {
+        command.arg("--uid").arg(uid.to_string()).arg("--gid").arg(gid.to_string());
+    }
+    command.arg("--").args(cmd);
+    let mut child = command.spawn().context("cannot run unshare (util-linux)")?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let control = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e).context("control socket"),
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("cannot create a network namespace for the command ({status})");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("the namespace helper did not start in time");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    control.set_nonblocking(false)?;
+    control.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let fds = match fdpass::recv(&control) {
+        Ok(fds) => fds,
+        Err(e) => {
+            let _ = child.kill();
+            let status = child.wait()?;
+            bail!("cannot set up the namespace ({status}): {e}");
+        }
+    };
+    let mut fds = fds.into_iter();
+    let mut next = || fds.next().context("missing descriptor");
+    let listeners = Listeners {
+        explicit: TcpListener::from(next()?),
+        transparent: TcpListener::from(next()?),
+        dns_udp: UdpSocket::from(next()?),
+        dns_tcp: TcpListener::from(next()?),
+    };
+    Ok((Confined { child, control, _dir: dir }, listeners))
+}
+
+impl Confined {
+    /// Lets CMD start: the guard is serving.
+    pub fn go(&mut self) -> std::io::Result<()> {
+        self.control.write_all(b"g")
+    }
+}
+
+/// The invoking user when started through sudo (CMD then runs as them).
+fn sudo_user() -> Option<(u32, u32)> {
+    if !rustix::process::geteuid().is_root() {
+        return None;
+    }
+    let uid = std::env::var("SUDO_UID").ok()?.parse().ok()?;
+    let gid = std::env::var("SUDO_GID").ok()?.parse().ok()?;
+    (uid != 0).then_some((uid, gid))
+}
+
+/// Can this machine confine a command? Tries it with `unshare … true`.
+pub fn probe() -> Result<(), String> {
+    let mut c = Command::new("unshare");
+    if rustix::process::geteuid().is_root() {
+        c.arg("--net");
+    } else {
+        c.args(["--user", "--map-root-user", "--net"]);
+    }
+    let out = c.args(["--", "true"]).output().map_err(|e| format!("unshare not available: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("cannot create a network namespace: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    if Command::new("nft").arg("--version").output().map(|o| o.status.success()).unwrap_or(false) {
+        Ok(())
+    } else {
+        Err("nft (nftables) is not installed".into())
+    }
+}
