@@ -77,9 +77,11 @@ fn show(file: &Path, decision: Option<DecisionFilter>, json: bool) -> anyhow::Re
             "TIME", "DECISION", "PID/EXE", "HOST:PORT"
         )?;
     }
-    for line in std::io::BufReader::new(f).lines() {
+    // Bytes, not `lines()`: a damaged line must not stop the listing, and
+    // `--json` passes each line through byte for byte.
+    for line in std::io::BufReader::new(f).split(b'\n') {
         let line = line?;
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) else {
             continue;
         };
         let field = |k: &str| v.get(k).and_then(serde_json::Value::as_str).unwrap_or("");
@@ -87,32 +89,37 @@ fn show(file: &Path, decision: Option<DecisionFilter>, json: bool) -> anyhow::Re
             continue;
         }
         if json {
-            writeln!(out, "{line}")?;
+            out.write_all(&line)?;
+            out.write_all(b"\n")?;
             continue;
         }
+        // start/stop rows: the kind in the decision column, the writer
+        // (for start) as the process, no destination.
         let kind = field("kind");
-        if kind == "start" || kind == "stop" {
-            if want.is_none() {
-                writeln!(out, "{:<27} {:<8} {}", field("ts"), kind, field("reason"))?;
-            }
-            continue;
-        }
+        let lifecycle = kind == "start" || kind == "stop";
         let who = match (v.get("pid").and_then(serde_json::Value::as_u64), field("exe")) {
             (Some(pid), exe) => format!("{pid}/{}", exe.rsplit('/').next().unwrap_or(exe)),
             (None, _) => "-".to_owned(),
         };
-        let dest = match v.get("port").and_then(serde_json::Value::as_u64) {
-            Some(port) => format!("{}:{port}", field("host")),
-            None => field("host").to_owned(),
+        let dest = match (v.get("port").and_then(serde_json::Value::as_u64), field("host")) {
+            (_, "") => "-".to_owned(),
+            (Some(port), host) => format!("{host}:{port}"),
+            (None, host) => host.to_owned(),
         };
+        let mut reason = field("reason").to_owned();
+        if let Some(detail) = v.get("detail").and_then(serde_json::Value::as_str) {
+            reason.push_str(" (");
+            reason.push_str(detail);
+            reason.push(')');
+        }
         writeln!(
             out,
             "{:<27} {:<8} {:<24} {:<32} {}",
             field("ts"),
-            field("decision"),
+            if lifecycle { kind } else { field("decision") },
             who,
             dest,
-            field("reason")
+            reason
         )?;
     }
     Ok(ExitCode::SUCCESS)

@@ -105,7 +105,7 @@ impl Guard {
             ),
             DnsListen::Off => None,
         };
-        let dns = sinkhole.as_ref().map(DnsSinkhole::local_addr).transpose()?;
+        let dns = sinkhole.as_ref().map(DnsSinkhole::local_addr);
         let shutdown = CancellationToken::new();
         let served = tokio::spawn(proxy.run(shutdown.clone()));
         let dns_served = sinkhole.map(|s| tokio::spawn(s.run(shutdown.clone())));
@@ -157,7 +157,7 @@ impl Guard {
         let sinkhole =
             DnsSinkhole::from_std(listeners.dns_udp, listeners.dns_tcp, loaded.dns_config(), policy, audit.clone())
                 .context("cannot start the DNS sinkhole")?;
-        let dns = Some(sinkhole.local_addr()?);
+        let dns = Some(sinkhole.local_addr());
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let served = tokio::spawn(async move {

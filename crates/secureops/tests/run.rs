@@ -278,3 +278,58 @@ fn an_ordinary_user_is_confined_through_a_user_namespace() {
     assert!(text.contains("CANARY=blocked"), "{text}");
     assert_eq!(net.canary(), (0, 0, 0));
 }
+
+#[test]
+fn signals_are_forwarded_sudo_users_keep_their_identity_and_a_killed_run_takes_its_command_along() {
+    let Some(net) = FakeInternet::start() else { return };
+    let config = net.config();
+    let dir = net.dir.path();
+    // SIGTERM to `secureops run` reaches CMD, whose handler decides the status.
+    let mut c = Command::new(support::bin());
+    c.arg("run").arg("-c").arg(&config).arg("--audit").arg(dir.join("t.jsonl"));
+    c.args(["--", "sh", "-c", "trap 'exit 9' TERM; echo ready; sleep 30 & wait"]).stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    wait_for_line(&mut child, "ready");
+    assert!(sh(&["kill", "-TERM", &child.id().to_string()]));
+    assert_eq!(child.wait().unwrap().code(), Some(9));
+    // Started through sudo: CMD runs as the invoking user.
+    let out = Command::new(support::bin())
+        .arg("run")
+        .arg("-c")
+        .arg(&config)
+        .arg("--audit")
+        .arg(dir.join("s.jsonl"))
+        .args(["--", "sh", "-c", "id -u"])
+        .env("SUDO_UID", "65534")
+        .env("SUDO_GID", "65534")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "65534", "{}", String::from_utf8_lossy(&out.stderr));
+    // SIGKILL of the supervisor: the command dies with it.
+    let mut c = Command::new(support::bin());
+    c.arg("run").arg("-c").arg(&config).arg("--audit").arg(dir.join("k.jsonl"));
+    c.args(["--", "sh", "-c", "echo $$; exec sleep 31"]);
+    let mut child = c.stdout(Stdio::piped()).spawn().unwrap();
+    let pid = read_line(&mut child);
+    let cmdline = format!("/proc/{pid}/cmdline");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(std::fs::read_to_string(&cmdline).unwrap_or_default().starts_with("sleep"), "CMD is not running");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(&cmdline).unwrap_or_default().starts_with("sleep") {
+        assert!(Instant::now() < deadline, "the command outlived a killed supervisor");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn read_line(child: &mut Child) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    line.trim().to_owned()
+}
+
+fn wait_for_line(child: &mut Child, want: &str) {
+    assert_eq!(read_line(child), want);
+}

@@ -166,18 +166,24 @@ pub enum DnsError {
 
 /// The agent's resolver: answers allowed names on UDP and TCP, sinkholes
 /// everything else, records every query.
+///
+/// It runs on its own thread with a single-threaded runtime, like dnsmasq's
+/// event loop: no work stealing or cross-worker wake-ups per query, and a
+/// DNS flood cannot take the proxy's threads.
 pub struct DnsSinkhole {
     udp: Arc<tokio::net::UdpSocket>,
     tcp: tokio::net::TcpListener,
     engine: Arc<Engine>,
+    addr: SocketAddr,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl std::fmt::Debug for DnsSinkhole {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DnsSinkhole")
-            .field("addr", &self.udp.local_addr().ok())
+            .field("addr", &self.addr)
             .field("engine", &self.engine)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -189,7 +195,7 @@ const UDP_RECV_BUFFER: usize = 4 << 20;
 
 impl DnsSinkhole {
     /// Binds UDP and TCP on `config.listen` (with port 0: one free port for
-    /// both) and builds the sinkhole. Must be called inside a tokio runtime.
+    /// both) and builds the sinkhole.
     ///
     /// # Errors
     /// [`DnsError::Listen`] when the address cannot be bound.
@@ -211,12 +217,11 @@ impl DnsSinkhole {
     }
 
     /// Builds the sinkhole on sockets bound elsewhere (e.g. inside the
-    /// agent's network namespace). They must share one address. Must be
-    /// called inside a tokio runtime.
+    /// agent's network namespace). They must share one address.
     ///
     /// # Errors
     /// [`DnsError::Mismatch`] when the addresses differ,
-    /// [`DnsError::Listen`] when the sockets cannot be set up.
+    /// [`DnsError::Listen`] when the sockets or the runtime cannot be set up.
     pub fn from_std(
         udp: std::net::UdpSocket,
         tcp: std::net::TcpListener,
@@ -239,60 +244,89 @@ impl DnsSinkhole {
         tcp.set_nonblocking(true).map_err(listen)?;
         // Best effort: a small buffer only means earlier drops under load.
         let _ = socket2::SockRef::from(&udp).set_recv_buffer_size(UDP_RECV_BUFFER);
-        let udp = tokio::net::UdpSocket::from_std(udp).map_err(listen)?;
-        let tcp = tokio::net::TcpListener::from_std(tcp).map_err(listen)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(listen)?;
+        // The sockets belong to the sinkhole's own runtime.
+        let (udp, tcp) = {
+            let _entered = runtime.enter();
+            (
+                tokio::net::UdpSocket::from_std(udp).map_err(listen)?,
+                tokio::net::TcpListener::from_std(tcp).map_err(listen)?,
+            )
+        };
         let engine = Arc::new(Engine::new(config, policy, audit, udp_addr));
         Ok(Self {
             udp: Arc::new(udp),
             tcp,
             engine,
+            addr: udp_addr,
+            runtime,
         })
     }
 
     /// The address both listeners are bound to.
-    ///
-    /// # Errors
-    /// When the socket cannot report it.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.udp.local_addr()
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Serves until `shutdown` is cancelled, then stops reading, lets
     /// queries in flight finish for at most `drain_timeout`, and writes the
-    /// last per-client summaries.
+    /// last per-client summaries. The work happens on the sinkhole's own
+    /// thread; this future only waits for it.
     pub async fn run(self, shutdown: CancellationToken) {
-        let tracker = TaskTracker::new();
-        let udp = tracker.spawn(udp::serve(
-            Arc::clone(&self.udp),
-            Arc::clone(&self.engine),
-            shutdown.clone(),
-            tracker.clone(),
-        ));
-        let tcp = tracker.spawn(tcp::serve(
-            self.tcp,
-            Arc::clone(&self.engine),
-            shutdown.clone(),
-            tracker.clone(),
-        ));
-        let mut tick = tokio::time::interval(REPORT_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                _ = tick.tick() => self.engine.report().await,
-            }
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        let Self {
+            udp,
+            tcp,
+            engine,
+            runtime,
+            ..
+        } = self;
+        let thread = std::thread::Builder::new()
+            .name("secureops-dns".to_owned())
+            .spawn(move || {
+                runtime.block_on(serve(udp, tcp, engine, shutdown));
+                // Connections still open after the drain end with the runtime.
+                drop(runtime);
+                let _ = done.send(());
+            });
+        match thread {
+            // Also resolves (with an error) if the thread dies.
+            Ok(_) => _ = finished.await,
+            Err(e) => tracing::error!(error = %e, "cannot start the DNS sinkhole thread"),
         }
-        let _ = udp.await;
-        let _ = tcp.await;
-        tracker.close();
-        if tokio::time::timeout(self.engine.config.drain_timeout, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::info!(open = tracker.len(), "dns drain timeout");
-        }
-        self.engine.report().await;
     }
+}
+
+async fn serve(
+    udp: Arc<tokio::net::UdpSocket>,
+    tcp: tokio::net::TcpListener,
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+) {
+    let tracker = TaskTracker::new();
+    let udp = tracker.spawn(udp::serve(udp, Arc::clone(&engine), shutdown.clone(), tracker.clone()));
+    let tcp = tracker.spawn(tcp::serve(tcp, Arc::clone(&engine), shutdown.clone(), tracker.clone()));
+    let mut tick = tokio::time::interval(REPORT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = tick.tick() => engine.report().await,
+        }
+    }
+    let _ = udp.await;
+    let _ = tcp.await;
+    tracker.close();
+    if tokio::time::timeout(engine.config.drain_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::info!(open = tracker.len(), "dns drain timeout");
+    }
+    engine.report().await;
 }
 
 /// How often over-limit and dropped messages are summarised in the log.
