@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs, with apt, the system tools that are missing. Usage:
+#   scripts/deps.sh run     # what `secureops run` needs: nft, ip, unshare, setpriv
+#   scripts/deps.sh test    # the above plus the real clients the tests drive
+set -euo pipefail
+
+need=()
+want() { command -v "$1" >/dev/null || need+=("$2"); }
+want nft nftables
+want ip iproute2
+want unshare util-linux
+want setpriv util-linux
+if [ "${1:-run}" = test ]; then
+  want curl curl
+  want openssl openssl
+  want mount mount
+  want dig dnsutils
+  want python3 python3
+  want node nodejs
+fi
+if ((${#need[@]})); then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+  echo "installing: ${need[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
