@@ -229,13 +229,14 @@ impl Engine {
         let (outcome, reply) = self.resolve(&q, bytes).await;
         let mut f = self.finding(&outcome, peer, transport, reply.rcode());
         f.host = Some(q.display_name());
-        // Case is data too (base64 labels): keep the name as sent.
-        let sent = q.qname.to_ascii();
-        if q.name.is_ok() && sent.trim_end_matches('.') != q.display_name() {
-            if let Some(detail) = &mut f.detail {
-                detail.push_str("; name as sent ");
-                detail.push_str(&sent);
-            }
+        // Case is data too (base64 labels): keep the name as sent. Only
+        // valid names get here unescaped, so `to_ascii` adds no escapes.
+        if q.name.is_ok()
+            && q.qname.iter().any(|label| label.iter().any(u8::is_ascii_uppercase))
+            && let Some(detail) = &mut f.detail
+        {
+            detail.push_str("; name as sent ");
+            detail.push_str(q.qname.to_ascii().trim_end_matches('.'));
         }
         f.qtype = Some(q.qtype.to_string());
         let recorded = self.record(f).await;
@@ -319,7 +320,9 @@ impl Engine {
     }
 
     fn finding(&self, outcome: &Outcome, peer: SocketAddr, transport: Transport, rcode: ResponseCode) -> AuditFinding {
-        let mut f = AuditFinding::new(Kind::Dns, outcome.verdict(), answer::one_line(&outcome.to_string()));
+        // Every part of a reason is normalised, escaped or made one line
+        // where it is built, so the text goes in as it is.
+        let mut f = AuditFinding::new(Kind::Dns, outcome.verdict(), outcome.to_string());
         f.via = Some(Via::Dns);
         if let Some((pid, exe)) = self
             .attribution

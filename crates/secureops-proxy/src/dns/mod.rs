@@ -74,6 +74,10 @@ pub struct DnsConfig {
     pub tcp_idle_timeout: Duration,
     /// On shutdown, how long queries in flight may finish.
     pub drain_timeout: Duration,
+    /// Threads of the sinkhole's own runtime (separate from the proxy's, so
+    /// a DNS flood cannot take the proxy's threads); 1 = a single-threaded
+    /// event loop.
+    pub threads: usize,
 }
 
 impl Default for DnsConfig {
@@ -92,6 +96,7 @@ impl Default for DnsConfig {
             max_tcp_connections: 256,
             tcp_idle_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(5),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
         }
     }
 }
@@ -167,9 +172,9 @@ pub enum DnsError {
 /// The agent's resolver: answers allowed names on UDP and TCP, sinkholes
 /// everything else, records every query.
 ///
-/// It runs on its own thread with a single-threaded runtime, like dnsmasq's
-/// event loop: no work stealing or cross-worker wake-ups per query, and a
-/// DNS flood cannot take the proxy's threads.
+/// It runs on its own runtime (`threads` threads; 1 is a single-threaded
+/// event loop like dnsmasq's), so a DNS flood cannot take the proxy's
+/// threads.
 pub struct DnsSinkhole {
     udp: Arc<tokio::net::UdpSocket>,
     tcp: tokio::net::TcpListener,
@@ -244,10 +249,18 @@ impl DnsSinkhole {
         tcp.set_nonblocking(true).map_err(listen)?;
         // Best effort: a small buffer only means earlier drops under load.
         let _ = socket2::SockRef::from(&udp).set_recv_buffer_size(UDP_RECV_BUFFER);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(listen)?;
+        let runtime = match config.threads {
+            0 | 1 => tokio::runtime::Builder::new_current_thread(),
+            n => {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(n);
+                b
+            }
+        }
+        .thread_name("secureops-dns")
+        .enable_all()
+        .build()
+        .map_err(listen)?;
         // The sockets belong to the sinkhole's own runtime.
         let (udp, tcp) = {
             let _entered = runtime.enter();
