@@ -11,12 +11,15 @@
 //!   with the rule count ([`Allowlist::find`], [`Allowlist::resolves`]).
 //! - [`destination`]: destination safety: refuse addresses that are not
 //!   globally reachable unless listed ([`vet`], [`special_purpose`]).
+//! - [`context`]: process context: credential globs and the taint store
+//!   (who read a secret a moment ago, and how far that reaches).
 //! - [`cidr`]: strict CIDR text ([`CidrError`]) and the prefix table
 //!   behind CIDR rules and private destinations.
 
 #![forbid(unsafe_code)]
 
 pub mod allowlist;
+pub mod context;
 pub mod cidr;
 pub mod destination;
 pub mod normalize;
@@ -24,6 +27,7 @@ pub mod rules;
 
 pub use allowlist::{Allowlist, RuleListError};
 pub use cidr::CidrError;
+pub use context::{CredentialGlobs, GlobError, ProcessFacts, Taint, TaintScope, TaintStore};
 pub use destination::{PrivateDestinationError, PrivateDestinations, UnsafeDestination, special_purpose, vet};
 pub use normalize::{Host, HostError, normalize_host};
 pub use rules::{PortSpec, Rule, RuleError, RuleHost};

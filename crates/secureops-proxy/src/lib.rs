@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | accept | [`server`] | listener, `max_connections`, graceful shutdown |
 //! | peek | [`peek`] | CONNECT line, absolute-form URL, TLS SNI — no interception |
-//! | decide | [`decision`], [`context`] | PDP call, fail-closed on error, panic or timeout |
+//! | decide | [`decision`], [`context`], [`context_pdp`] | PDP call (allowlist + process context: taint from [`credwatch`], rules by executable), fail-closed on error, panic or timeout |
 //! | vet | [`resolve`] | own resolution, special-purpose ranges refused, connect to the vetted address |
 //! | audit | [`context`] | one entry per decision, before any byte is relayed or a refusal sent |
 //! | relay | `tunnel`, `http`, [`relay`] | CONNECT tunnels (with the SNI check) and per-request HTTP forwarding |
@@ -26,10 +26,13 @@
 pub mod attribution;
 mod conn;
 pub mod context;
+pub mod context_pdp;
+pub mod credwatch;
 pub mod decision;
 pub mod dns;
 mod http;
 pub mod peek;
+pub mod procinfo;
 pub mod refusal;
 pub mod relay;
 pub mod resolve;
@@ -38,6 +41,7 @@ pub mod transparent;
 mod tunnel;
 
 pub use context::{ProxyConfig, ProxyContext, egress_finding};
+pub use context_pdp::{ContextPdp, ProcessRule};
 pub use decision::{
     AllowlistPdp, ConnectionRequest, Decision, EnforcementTier, FailMode, PdpError, PolicyDecisionPoint, Ruling,
 };

@@ -44,7 +44,7 @@ pub struct Config {
     pub dns: DnsSection,
     /// `[audit]`
     pub audit: AuditSection,
-    /// `[context]` (accepted; enforced by a later version, see README)
+    /// `[context]`
     pub context: ContextSection,
     /// `[escalation]` (accepted; enforced by a later version, see README)
     pub escalation: EscalationSection,
@@ -156,8 +156,14 @@ impl Default for AuditSection {
 pub struct ContextSection {
     pub credential_paths: Vec<String>,
     pub taint_window_ms: u64,
-    pub taint_allowlist: Vec<String>,
+    pub taint_allowlist: Vec<Spanned<String>>,
     pub on_taint: OnTaint,
+    /// Who a credential read taints: "process", "descendants" or
+    /// "process-group" (default: the opener, its later descendants and its
+    /// process group).
+    pub taint_scope: TaintScopeKey,
+    /// `[[context.process]]` rules by executable.
+    pub process: Vec<ProcessRuleSection>,
 }
 
 impl Default for ContextSection {
@@ -167,8 +173,36 @@ impl Default for ContextSection {
             taint_window_ms: 30_000,
             taint_allowlist: Vec::new(),
             on_taint: OnTaint::Deny,
+            taint_scope: TaintScopeKey::ProcessGroup,
+            process: Vec::new(),
         }
     }
+}
+
+/// `[context] taint_scope`
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaintScopeKey {
+    Process,
+    Descendants,
+    ProcessGroup,
+}
+
+/// `[[context.process]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessRuleSection {
+    /// Absolute path of the executable.
+    pub exe: PathBuf,
+    /// Lower-hex SHA-256 the binary must have (optional).
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Extra destinations for this program only.
+    #[serde(default)]
+    pub egress_allowlist: Vec<Spanned<String>>,
+    /// Ask a person instead of allowing outright.
+    #[serde(default)]
+    pub escalate: bool,
 }
 
 /// `[context] on_taint`
@@ -208,6 +242,68 @@ pub struct Loaded {
     pub base: PathBuf,
     /// Things accepted but not enforced by this version.
     pub warnings: Vec<String>,
+    /// `[context]`, compiled; `None` when it sets nothing.
+    pub context: Option<ContextLoaded>,
+}
+
+/// `[context]` turned into what the PDP takes.
+#[derive(Debug)]
+pub struct ContextLoaded {
+    pub globs: secureops_policy::CredentialGlobs,
+    pub taint_allowlist: Allowlist,
+    pub rules: Vec<secureops_proxy::ProcessRule>,
+    pub window_ms: u64,
+    pub scope: secureops_policy::TaintScope,
+    pub on_taint: OnTaint,
+}
+
+fn rule_list(rules: &[Spanned<String>], what: &str, err_at: &dyn Fn(std::ops::Range<usize>, String) -> ConfigError) -> Result<Allowlist, ConfigError> {
+    let mut list = Allowlist::new();
+    for rule in rules {
+        let parsed: Rule = rule.get_ref().parse().map_err(|e| err_at(rule.span(), format!("{what}: {e}")))?;
+        list.push(parsed);
+    }
+    Ok(list)
+}
+
+/// The home of the user the agent runs as (the invoking user under sudo).
+pub fn agent_home() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
+}
+
+fn context(
+    c: &ContextSection,
+    err_at: &dyn Fn(std::ops::Range<usize>, String) -> ConfigError,
+) -> Result<Option<ContextLoaded>, ConfigError> {
+    if c.credential_paths.is_empty() && c.process.is_empty() {
+        return Ok(None);
+    }
+    let globs = secureops_policy::CredentialGlobs::new(&c.credential_paths, &agent_home())
+        .map_err(|e| err_at(0..0, format!("[context] {e}")))?;
+    let taint_allowlist = rule_list(&c.taint_allowlist, "[context] taint_allowlist", err_at)?;
+    let mut rules = Vec::new();
+    for p in &c.process {
+        if !p.exe.is_absolute() {
+            return Err(err_at(0..0, format!("[[context.process]] exe {:?} must be an absolute path", p.exe)));
+        }
+        if let Some(h) = &p.sha256 {
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(err_at(0..0, format!("[[context.process]] sha256 {h:?} is not 64 hex digits")));
+            }
+        }
+        rules.push(secureops_proxy::ProcessRule {
+            exe: p.exe.clone(),
+            sha256: p.sha256.as_ref().map(|h| h.to_ascii_lowercase()),
+            allowlist: rule_list(&p.egress_allowlist, "[[context.process]] egress_allowlist", err_at)?,
+            escalate: p.escalate,
+        });
+    }
+    let scope = match c.taint_scope {
+        TaintScopeKey::Process => secureops_policy::TaintScope::Process,
+        TaintScopeKey::Descendants => secureops_policy::TaintScope::Descendants,
+        TaintScopeKey::ProcessGroup => secureops_policy::TaintScope::ProcessGroup,
+    };
+    Ok(Some(ContextLoaded { globs, taint_allowlist, rules, window_ms: c.taint_window_ms, scope, on_taint: c.on_taint }))
 }
 
 /// Loads `path`, or the built-in default when `None`.
@@ -315,9 +411,7 @@ fn check(raw: Config, text: &str, file: &str, base: PathBuf) -> Result<Loaded, C
     if raw.proxy.transparent_listen.is_some() {
         warnings.push("[proxy] transparent_listen is not served by this version (see README, roadmap)".into());
     }
-    if !raw.context.credential_paths.is_empty() || !raw.context.taint_allowlist.is_empty() {
-        warnings.push("[context] process context is not enforced by this version (see README, roadmap)".into());
-    }
+    let context = context(&raw.context, &err_at)?;
     Ok(Loaded {
         raw,
         allowlist,
@@ -326,6 +420,7 @@ fn check(raw: Config, text: &str, file: &str, base: PathBuf) -> Result<Loaded, C
         upstream,
         base,
         warnings,
+        context,
     })
 }
 

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use secureops_audit::AuditLog;
-use secureops_proxy::{AllowlistPdp, DnsPolicy, DnsSinkhole, EgressProxy, ProxyContext, Resolver};
+use secureops_proxy::credwatch::CredWatch;
+use secureops_proxy::{AllowlistPdp, ContextPdp, Decision, PolicyDecisionPoint, DnsPolicy, DnsSinkhole, EgressProxy, ProxyContext, Resolver};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -76,13 +77,17 @@ impl Guard {
             loaded.private.clone(),
             proxy_config.connect_timeout,
         )?;
+        let (pdp, needs_process) = policy(loaded);
+        // Process context needs to know who connects: look sockets up in
+        // this machine's own tables (clients on this host).
+        let attribution = needs_process.then(secureops_proxy::attribution::ProcNet::own);
         let ctx = ProxyContext {
             config: proxy_config.clone(),
-            pdp: Arc::new(AllowlistPdp::new(loaded.allowlist.clone())),
+            pdp,
             resolver,
             audit: audit.clone(),
             audit_down: Default::default(),
-            attribution: None,
+            attribution: attribution.clone(),
         };
         let proxy = EgressProxy::bind(Arc::new(ctx))
             .await
@@ -92,7 +97,7 @@ impl Guard {
         let policy = DnsPolicy {
             allowlist: loaded.allowlist.clone(),
             private: loaded.private.clone(),
-            attribution: None,
+            attribution: attribution.map(|a| Arc::new(a) as Arc<dyn secureops_proxy::dns::PeerAttribution>),
         };
         let sinkhole = match dns {
             DnsListen::Configured => Some(
@@ -140,7 +145,7 @@ impl Guard {
         )?;
         let ctx = Arc::new(ProxyContext {
             config: proxy_config,
-            pdp: Arc::new(AllowlistPdp::new(loaded.allowlist.clone())),
+            pdp: policy(loaded).0,
             resolver,
             audit: audit.clone(),
             audit_down: Default::default(),
@@ -177,6 +182,40 @@ impl Guard {
         self.audit.close().await.context("cannot close the audit log")?;
         Ok(())
     }
+}
+
+/// The decision point for this configuration: the allowlist alone, or with
+/// `[context]` the context PDP (whose credential watch starts here). The
+/// flag says whether decisions need the connecting process.
+fn policy(loaded: &Loaded) -> (Arc<dyn PolicyDecisionPoint>, bool) {
+    let Some(c) = &loaded.context else {
+        return (Arc::new(AllowlistPdp::new(loaded.allowlist.clone())), false);
+    };
+    let watch = if c.globs.is_empty() {
+        None
+    } else {
+        let roots = [crate::config::agent_home(), std::env::temp_dir(), std::env::current_dir().unwrap_or_default()];
+        let store = secureops_policy::TaintStore::new(c.window_ms, c.scope);
+        match CredWatch::start(c.globs.clone(), store, &roots) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                eprintln!("secureops: warning: {e}");
+                None
+            }
+        }
+    };
+    let pdp = ContextPdp {
+        allowlist: loaded.allowlist.clone(),
+        taint_allowlist: c.taint_allowlist.clone(),
+        on_taint: match c.on_taint {
+            crate::config::OnTaint::Deny => Decision::Deny,
+            crate::config::OnTaint::Escalate => Decision::Escalate,
+        },
+        rules: c.rules.clone(),
+        watch,
+        hashes: Default::default(),
+    };
+    (Arc::new(pdp), true)
 }
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
