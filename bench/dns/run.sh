@@ -10,22 +10,30 @@
 #   cached  allowed names answered from the cache, after one warm-up pass
 #           through a local fake upstream (a third dnsmasq, authoritative)
 #
-# Everything runs on 127.0.0.x loopback addresses, each case for DURATION
-# seconds per server. Prints queries/s and latency percentiles (p50, p99,
-# computed from dnsperf -v per-query latencies) as a Markdown table.
+# Two measurements per case and server, the servers alternating, repeated
+# ROUNDS times (the median is reported; this machine may be shared):
 #
-# Usage: bench/dns/run.sh            (DURATION=10 OUTSTANDING=100 by default)
-#        DURATION=5 bench/dns/run.sh
+#   throughput  dnsperf as fast as it goes (-q OUTSTANDING in flight) for
+#               DURATION s: queries/s and dnsperf's average latency
+#   latency     dnsperf at a fixed RATE queries/s for DURATION s, every
+#               query's latency recorded (-v): p50 and p99
 #
-# secureops runs with its defaults (audit log fsync=batch, sign=batch, every
-# query appended to the signed log before it is answered) except
-# client_rate = 0: dnsperf is one client at tens of thousands of queries/s,
-# far over the default per-client limit. dnsmasq logs nothing.
+# Everything runs on 127.0.0.x loopback addresses. Output: Markdown tables.
+#
+# Usage: bench/dns/run.sh      (DURATION=5 ROUNDS=3 OUTSTANDING=100 RATE=10000)
+#        DURATION=10 ROUNDS=1 bench/dns/run.sh
+#
+# secureops runs with its defaults (audit log fsync=batch, sign=batch: every
+# query is appended to the signed log, and synced, before it is answered)
+# except client_rate = 0: dnsperf is one client at tens of thousands of
+# queries/s, far over the default per-client limit. dnsmasq logs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-5}
+ROUNDS=${ROUNDS:-3}
 OUTSTANDING=${OUTSTANDING:-100}
+RATE=${RATE:-10000}
 NAMES=${NAMES:-1000}
 
 need=()
@@ -146,29 +154,61 @@ for srv in "$SO_ADDR $SO_PORT" "$DM_ADDR $DM_PORT"; do
   dnsperf -s "$1" -p "$2" -d "$work/cached.txt" -n 1 -q 20 >/dev/null 2>&1
 done
 
-# run NAME SERVER PORT FILE -> "qps p50_ms p99_ms lost"
-run() {
-  local out="$work/$1.perf"
-  dnsperf -s "$2" -p "$3" -d "$4" -l "$DURATION" -q "$OUTSTANDING" -v >"$out" 2>&1 || true
-  local qps lost
-  qps=$(awk '/Queries per second:/ {printf "%.0f", $4}' "$out")
-  lost=$(awk '/Queries lost:/ {print $3}' "$out")
-  # Per-query lines: "> NXDOMAIN name A 0.000123"; latency is the last field.
-  awk '/^> / {print $NF}' "$out" | sort -g >"$out.lat"
-  local n p50 p99
-  n=$(wc -l <"$out.lat")
-  p50=$(awk -v n="$n" 'NR == int(n * 0.50) + 1 {printf "%.3f", $1 * 1000; exit}' "$out.lat")
-  p99=$(awk -v n="$n" 'NR == int(n * 0.99) + 1 {printf "%.3f", $1 * 1000; exit}' "$out.lat")
-  echo "$qps $p50 $p99 $lost"
+# throughput SERVER PORT FILE -> "qps avg_ms lost"
+throughput() {
+  local out
+  out=$(dnsperf -s "$1" -p "$2" -d "$3" -l "$DURATION" -q "$OUTSTANDING" 2>&1 || true)
+  awk '/Queries per second:/ {q = $4} /Average Latency/ {a = $4 * 1000} /Queries lost:/ {l = $3}
+       END {printf "%.0f %.3f %s\n", q, a, l}' <<<"$out"
 }
 
-echo "| case | server | queries/s | p50 ms | p99 ms | lost |"
-echo "|---|---|---:|---:|---:|---:|"
+# latency SERVER PORT FILE -> "p50_ms p99_ms lost" at RATE queries/s
+latency() {
+  local out="$work/latency.out"
+  dnsperf -s "$1" -p "$2" -d "$3" -l "$DURATION" -q "$OUTSTANDING" -Q "$RATE" -v >"$out" 2>&1 || true
+  # Per-query lines: "> NXDOMAIN name A 0.000123"; the latency is last.
+  awk '/^> / {print $NF}' "$out" | sort -g >"$out.sorted"
+  local n lost
+  n=$(wc -l <"$out.sorted")
+  lost=$(awk '/Queries lost:/ {print $3}' "$out")
+  awk -v n="$n" -v lost="$lost" '
+    NR == int(n * 0.50) + 1 {p50 = $1 * 1000}
+    NR == int(n * 0.99) + 1 {p99 = $1 * 1000}
+    END {printf "%.3f %.3f %s\n", p50, p99, lost}' "$out.sorted"
+  rm -f "$out" "$out.sorted"
+}
+
+# median of the numbers on stdin
+median() { sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+
+results="$work/results"
+: >"$results"
+for round in $(seq "$ROUNDS"); do
+  echo "round $round/$ROUNDS" >&2
+  for case in denied static cached; do
+    # Alternate which server goes first.
+    servers="dnsmasq secureops"
+    ((round % 2 == 0)) && servers="secureops dnsmasq"
+    for server in $servers; do
+      if [ "$server" = secureops ]; then addr=$SO_ADDR port=$SO_PORT; else addr=$DM_ADDR port=$DM_PORT; fi
+      read -r qps avg lost1 < <(throughput "$addr" "$port" "$work/$case.txt")
+      read -r p50 p99 lost2 < <(latency "$addr" "$port" "$work/$case.txt")
+      echo "$case $server $qps $avg $lost1 $p50 $p99 $lost2" | tee -a "$results" >&2
+    done
+  done
+done
+
+cores=$(nproc)
+echo
+echo "dnsperf, $ROUNDS round(s) of $DURATION s per measurement, median; $cores CPU(s), $(uname -r)"
+echo
+echo "| case | server | queries/s (max, $OUTSTANDING in flight) | avg ms at max | p50 ms at $RATE q/s | p99 ms at $RATE q/s | lost |"
+echo "|---|---|---:|---:|---:|---:|---:|"
 for case in denied static cached; do
   for server in dnsmasq secureops; do
-    if [ "$server" = secureops ]; then addr=$SO_ADDR port=$SO_PORT; else addr=$DM_ADDR port=$DM_PORT; fi
-    read -r qps p50 p99 lost < <(run "$case-$server" "$addr" "$port" "$work/$case.txt")
-    echo "| $case | $server | $qps | $p50 | $p99 | $lost |"
+    col() { awk -v c="$case" -v s="$server" -v f="$1" '$1 == c && $2 == s {print $f}' "$results" | median; }
+    lost=$(awk -v c="$case" -v s="$server" '$1 == c && $2 == s {l += $5 + $8} END {print l + 0}' "$results")
+    echo "| $case | $server | $(col 3) | $(col 4) | $(col 6) | $(col 7) | $lost |"
   done
 done
 

@@ -35,6 +35,12 @@ impl ProcNet {
         Self { anchor: PathBuf::from("/proc/self") }
     }
 
+    /// The network namespace whose tables are read (the `ns/net` link,
+    /// e.g. `net:[4026532291]`), when readable.
+    pub fn netns(&self) -> Option<PathBuf> {
+        std::fs::read_link(self.anchor.join("ns/net")).ok()
+    }
+
     /// The process whose TCP socket has local address `client` and remote
     /// address `server` (as the client sees them).
     pub fn tcp(&self, client: SocketAddr, server: SocketAddr) -> Process {

@@ -138,8 +138,11 @@ impl Conn {
                     if total > MAX_HEAD {
                         return Err(invalid("trailers too large"));
                     }
+                    if !t.ends_with(b"\r\n") || t[..t.len() - 2].iter().any(|&b| b == b'\r' || b == 0) {
+                        return Err(invalid("malformed trailer line"));
+                    }
                     write_all(dst, &t, self.idle).await?;
-                    if t.as_ref() == b"\r\n" || t.as_ref() == b"\n" {
+                    if t.as_ref() == b"\r\n" {
                         return Ok(());
                     }
                 }
@@ -192,6 +195,11 @@ fn chunk_size(line: &[u8]) -> std::io::Result<u64> {
     let line = line
         .strip_suffix(b"\r\n")
         .ok_or_else(|| invalid("chunk size line without CRLF"))?;
+    // A bare CR or other control byte in an extension is read differently
+    // by different parsers: refuse it rather than pass it on.
+    if line.iter().any(|&b| b.is_ascii_control() && b != b'\t') {
+        return Err(invalid("control byte in chunk extension"));
+    }
     let hex = line.split(|&b| b == b';').next().unwrap_or_default();
     if hex.is_empty() || hex.len() > 15 || !hex.iter().all(u8::is_ascii_hexdigit) {
         return Err(invalid("invalid chunk size"));
@@ -212,6 +220,7 @@ mod tests {
         assert!(chunk_size(b"1a\n").is_err());
         assert!(chunk_size(b"\r\n").is_err());
         assert!(chunk_size(b"-1\r\n").is_err());
+        assert!(chunk_size(b"5;a\rb\r\n").is_err());
         assert!(chunk_size(b"ffffffffffffffffff\r\n").is_err());
     }
 }

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use secureops_audit::{AuditFinding, AuditLog, Kind, Verdict};
 use secureops_policy::normalize_host;
 
-use crate::decision::{ConnectionRequest, Decision, PdpError, PolicyDecisionPoint, Ruling};
 use crate::attribution::{ProcNet, Process};
+use crate::decision::{ConnectionRequest, Decision, PdpError, PolicyDecisionPoint, Ruling};
+use crate::escalation::Escalations;
 use crate::peek::PeekedHost;
 use crate::refusal::{Refusal, one_line};
 use crate::resolve::Resolver;
@@ -69,6 +70,9 @@ pub struct ProxyContext {
     /// Where to look up the process behind a client socket (`None`: the
     /// audit entries carry null `pid`/`exe`).
     pub attribution: Option<ProcNet>,
+    /// Where escalated requests wait for a person (`None`: an `Escalate`
+    /// ruling is refused at once, there is no approver).
+    pub escalation: Option<Arc<Escalations>>,
 }
 
 impl std::fmt::Debug for ProxyContext {
@@ -76,6 +80,18 @@ impl std::fmt::Debug for ProxyContext {
         f.debug_struct("ProxyContext")
             .field("config", &self.config)
             .finish_non_exhaustive()
+    }
+}
+
+/// Resolves when the client has closed its connection. Bytes the client
+/// sends meanwhile (a request body, the rest of a handshake) stay unread;
+/// once some are waiting, closing can no longer be seen and this never
+/// resolves.
+async fn client_gone(client: &tokio::net::TcpStream) {
+    let mut probe = [0u8; 1];
+    match client.peek(&mut probe).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
     }
 }
 
@@ -148,6 +164,52 @@ impl ProxyContext {
             Ok(r) if r.decision == Decision::Allow => Ok(r),
             Ok(r) => Err(Refusal::Policy(r)),
             Err(e) => Err(Refusal::Pdp(e)),
+        }
+    }
+
+    /// [`ProxyContext::decide`], holding an `Escalate` ruling until a
+    /// person answers through the escalation broker: approved is `Ok` (the
+    /// reason says who approved), denied, unanswered in time or without a
+    /// broker is a refusal that stays `escalate` in the audit log. A client
+    /// that closes its connection meanwhile withdraws the request.
+    pub async fn decide_held(
+        &self,
+        req: &ConnectionRequest,
+        client: &tokio::net::TcpStream,
+    ) -> Result<Ruling, Refusal> {
+        let asked = match self.decide(req) {
+            Err(Refusal::Policy(r)) if r.decision == Decision::Escalate => r,
+            other => return other,
+        };
+        let escalate = |reason| {
+            Err(Refusal::Policy(Ruling {
+                decision: Decision::Escalate,
+                reason,
+            }))
+        };
+        let Some(broker) = &self.escalation else {
+            return escalate(format!(
+                "escalated, but no approver is configured; refusing ({})",
+                asked.reason
+            ));
+        };
+        let answer = tokio::select! {
+            answer = broker.ask(req, &asked.reason) => answer,
+            () = client_gone(client) => {
+                return escalate(format!(
+                    "escalated, but the client closed the connection before a person answered ({})",
+                    asked.reason
+                ));
+            }
+        };
+        let reason = answer.describe(&asked.reason);
+        if answer.is_approved() {
+            Ok(Ruling {
+                decision: Decision::Allow,
+                reason,
+            })
+        } else {
+            escalate(reason)
         }
     }
 

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use secureops_policy::{Allowlist, Host};
+use secureops_policy::{Allowlist, Host, Taint};
 
 use crate::credwatch::CredWatch;
 use crate::decision::{ConnectionRequest, Decision, PdpError, PolicyDecisionPoint, Ruling, host_port_host};
@@ -56,6 +56,19 @@ fn allow(reason: String) -> Result<Ruling, PdpError> {
 
 impl PolicyDecisionPoint for ContextPdp {
     fn decide(&self, req: &ConnectionRequest) -> Result<Ruling, PdpError> {
+        let taint = match (req.pid, &self.watch) {
+            (Some(pid), Some(w)) => w.taint_of(pid),
+            _ => None,
+        };
+        self.decide_with(req, taint)
+    }
+}
+
+impl ContextPdp {
+    /// Decides `req` given the taint (if any) of its process; `decide`
+    /// takes it from the credential watch, `secureops check --pid` from
+    /// the files the process holds open.
+    pub fn decide_with(&self, req: &ConnectionRequest, taint: Option<Taint>) -> Result<Ruling, PdpError> {
         let dest = format!("{}:{}", host_port_host(&req.host), req.port);
         let Some(pid) = req.pid else {
             if self.needs_process() {
@@ -70,7 +83,7 @@ impl PolicyDecisionPoint for ContextPdp {
             Some(exe) => format!("process {pid} ({exe})"),
             None => format!("process {pid}"),
         };
-        if let Some(taint) = self.watch.as_ref().and_then(|w| w.taint_of(pid)) {
+        if let Some(taint) = taint {
             let age_ms = procinfo::now_ms().saturating_sub(taint.at_ms);
             // Name the reader when the taint came through the group or a parent.
             let who = if taint.pid == pid {

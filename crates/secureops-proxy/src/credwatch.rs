@@ -6,12 +6,19 @@
 //! decision the PDP drains the queue ([`CredWatch::sync`]): a process that
 //! opened `.env` and then connects is always seen as tainted, however busy
 //! the watcher thread is.
+//!
+//! A notification can outlive its process (`cat .env | curl …`: cat is gone
+//! before its event is read, and with it its process group). So each
+//! credential file, once seen, also gets an inode mark in a second group
+//! with *permission* events: later opens of it wait, for the microseconds
+//! it takes to read the opener's facts, and are then allowed. Only
+//! credential files carry those marks, so no other open ever waits.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
+use nix::sys::fanotify::{EventFFlags, Fanotify, FanotifyResponse, InitFlags, MarkFlags, MaskFlags, Response};
 use secureops_policy::{CredentialGlobs, Taint, TaintStore};
 
 use crate::procinfo;
@@ -25,6 +32,12 @@ pub struct WatchError(String);
 #[derive(Debug)]
 pub struct CredWatch {
     fan: Mutex<Fanotify>,
+    /// Permission events on credential files already seen (`None` when the
+    /// kernel refuses a content-class group).
+    perm: Option<Fanotify>,
+    /// A duplicate of the fanotify descriptor, polled without the lock so
+    /// that decisions never wait behind an idle poll.
+    wake: std::os::fd::OwnedFd,
     globs: CredentialGlobs,
     taints: Mutex<TaintStore>,
 }
@@ -49,29 +62,110 @@ impl CredWatch {
         if marked == 0 {
             return Err(WatchError("no file system could be marked".into()));
         }
-        let watch = Arc::new(Self { fan: Mutex::new(fan), globs, taints: Mutex::new(store) });
+        let wake = fan.as_fd().try_clone_to_owned().map_err(|e| WatchError(e.to_string()))?;
+        let perm = Fanotify::init(
+            InitFlags::FAN_CLASS_CONTENT | InitFlags::FAN_CLOEXEC,
+            EventFFlags::O_RDONLY | EventFFlags::O_LARGEFILE | EventFFlags::O_CLOEXEC,
+        )
+        .ok();
+        let watch = Arc::new(Self { fan: Mutex::new(fan), perm, wake, globs, taints: Mutex::new(store) });
         let worker = Arc::clone(&watch);
         std::thread::Builder::new()
             .name("secureops-credwatch".into())
             .spawn(move || worker.run())
             .map_err(|e| WatchError(e.to_string()))?;
+        if watch.perm.is_some() {
+            // Credential files that exist now get their permission mark at
+            // once, so even their first opener cannot slip by unseen.
+            let mut budget = 50_000usize;
+            for root in roots {
+                watch.mark_existing(root, 8, &mut budget);
+            }
+            let worker = Arc::clone(&watch);
+            std::thread::Builder::new()
+                .name("secureops-credperm".into())
+                .spawn(move || worker.run_perm())
+                .map_err(|e| WatchError(e.to_string()))?;
+        }
         Ok(watch)
     }
 
     fn run(&self) {
         loop {
-            let ready = {
-                let Ok(fan) = self.fan.lock() else { return };
-                let fd = fan.as_fd();
-                let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
-                // Short poll with the lock released in between, so `sync`
-                // callers are never blocked behind it for long.
-                let timeout = rustix::event::Timespec { tv_sec: 0, tv_nsec: 50_000_000 };
-                rustix::event::poll(&mut fds, Some(&timeout)).unwrap_or(0)
-            };
-            if ready > 0 {
+            let mut fds = [rustix::event::PollFd::new(&self.wake, rustix::event::PollFlags::IN)];
+            let timeout = rustix::event::Timespec { tv_sec: 1, tv_nsec: 0 };
+            if rustix::event::poll(&mut fds, Some(&timeout)).unwrap_or(0) > 0 {
                 self.sync();
             }
+        }
+    }
+
+    /// Walks `dir` (bounded in depth and entries, symlinks not followed)
+    /// and marks the credential files found.
+    fn mark_existing(&self, dir: &Path, depth: usize, budget: &mut usize) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            if *budget == 0 {
+                return;
+            }
+            *budget -= 1;
+            let Ok(kind) = entry.file_type() else { continue };
+            let path = entry.path();
+            if kind.is_dir() && depth > 0 {
+                self.mark_existing(&path, depth - 1, budget);
+            } else if kind.is_file() && self.globs.matches(&path).is_some() {
+                if let (Some(perm), Ok(root)) = (&self.perm, std::fs::File::open("/")) {
+                    let _ = perm.mark(MarkFlags::FAN_MARK_ADD, MaskFlags::FAN_OPEN_PERM, &root, Some(&path));
+                }
+            }
+        }
+    }
+
+    /// Answers permission events: record the opener, then let it open.
+    fn run_perm(&self) {
+        let Some(perm) = &self.perm else { return };
+        loop {
+            // Blocking read: this group only sees opens of credential files.
+            let Ok(events) = perm.read_events() else {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            };
+            for event in events {
+                let Some(fd) = event.fd() else { continue };
+                if let Ok(path) = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd))) {
+                    self.record(event.pid(), &path);
+                }
+                // Always answer: an unanswered permission event blocks the opener.
+                let _ = perm.write_response(FanotifyResponse::new(fd, Response::FAN_ALLOW));
+            }
+        }
+    }
+
+    /// Records a credential open by `pid`, and marks the file for
+    /// permission events so that its next opener cannot vanish unseen.
+    fn record(&self, pid: i32, path: &Path) {
+        if pid <= 0 || pid == std::process::id() as i32 || self.globs.matches(path).is_none() {
+            return;
+        }
+        if let (Some(perm), Ok(root)) = (&self.perm, std::fs::File::open("/")) {
+            // The path is absolute, so the directory descriptor is unused.
+            let _ = perm.mark(MarkFlags::FAN_MARK_ADD, MaskFlags::FAN_OPEN_PERM, &root, Some(path));
+        }
+        let pid = pid as u32;
+        let Some(facts) = procinfo::facts(pid) else {
+            tracing::warn!(pid, path = %path.display(), "credential file opened by a process that is already gone");
+            return;
+        };
+        let taint = Taint {
+            path: path.to_string_lossy().into_owned(),
+            pid,
+            start_ms: facts.start_ms,
+            pgid: facts.pgid,
+            at_ms: procinfo::now_ms(),
+        };
+        tracing::info!(pid, path = %taint.path, "credential file opened; process tainted");
+        if let Ok(mut store) = self.taints.lock() {
+            store.record(taint);
         }
     }
 
@@ -82,42 +176,26 @@ impl CredWatch {
     /// queue is FIFO), while a machine that keeps opening files cannot keep
     /// a decision waiting.
     pub fn sync(&self) {
+        let started = std::time::Instant::now();
+        let mut seen = 0usize;
         let Ok(fan) = self.fan.lock() else { return };
-        let own = std::process::id() as i32;
         // nix reads into a 4096-byte buffer; metadata records are 24 bytes.
         const FULL: usize = 4096 / 24;
         while let Ok(events) = fan.read_events() {
             let caught_up = events.len() < FULL;
+            seen += events.len();
             for event in events {
-                let pid = event.pid();
-                if pid <= 0 || pid == own {
-                    continue;
-                }
                 let Some(fd) = event.fd() else { continue };
                 let Ok(path) = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd))) else {
                     continue;
                 };
-                if self.globs.matches(&path).is_none() {
-                    continue;
-                }
-                let pid = pid as u32;
-                let Some(facts) = procinfo::facts(pid) else { continue };
-                let taint = Taint {
-                    path: path.to_string_lossy().into_owned(),
-                    pid,
-                    start_ms: facts.start_ms,
-                    pgid: facts.pgid,
-                    at_ms: procinfo::now_ms(),
-                };
-                tracing::info!(pid, path = %taint.path, "credential file opened; process tainted");
-                if let Ok(mut store) = self.taints.lock() {
-                    store.record(taint);
-                }
+                self.record(event.pid(), &path);
             }
             if caught_up {
                 break;
             }
         }
+        tracing::debug!(events = seen, elapsed_us = started.elapsed().as_micros() as u64, "credential watch synced");
     }
 
     /// The taint that applies to `pid` now (after draining queued events).

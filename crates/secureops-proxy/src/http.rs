@@ -98,7 +98,7 @@ pub(crate) async fn forward(
             .await;
         }
     };
-    let ruling = match ctx.decide(&req) {
+    let ruling = match ctx.decide_held(&req, &client.stream).await {
         Ok(ruling) => ruling,
         Err(r) => return refuse(ctx, client, Some(&peeked), Some(&req), r).await,
     };
@@ -206,7 +206,7 @@ async fn exchange(
                 )));
             }
             // Interim responses pass through; our own 100 already went out.
-            if resp.status != 100 || head.header("expect").is_none() {
+            if head.version == 1 && (resp.status != 100 || head.header("expect").is_none()) {
                 write_all(&mut client.stream, &raw, idle)
                     .await
                     .map_err(|_| Failure::Broken)?;

@@ -10,6 +10,7 @@
 //! | accept | [`server`] | listener, `max_connections`, graceful shutdown |
 //! | peek | [`peek`] | CONNECT line, absolute-form URL, TLS SNI — no interception |
 //! | decide | [`decision`], [`context`], [`context_pdp`] | PDP call (allowlist + process context: taint from [`credwatch`], rules by executable), fail-closed on error, panic or timeout |
+//! | hold | [`escalation`] | an `Escalate` ruling waits for a person (`secureops approve`/`deny`); no answer in time is a refusal |
 //! | vet | [`resolve`] | own resolution, special-purpose ranges refused, connect to the vetted address |
 //! | audit | [`context`] | one entry per decision, before any byte is relayed or a refusal sent |
 //! | relay | `tunnel`, `http`, [`relay`] | CONNECT tunnels (with the SNI check) and per-request HTTP forwarding |
@@ -30,6 +31,7 @@ pub mod context_pdp;
 pub mod credwatch;
 pub mod decision;
 pub mod dns;
+pub mod escalation;
 mod http;
 pub mod peek;
 pub mod procinfo;
@@ -45,6 +47,7 @@ pub use context_pdp::{ContextPdp, ProcessRule};
 pub use decision::{
     AllowlistPdp, ConnectionRequest, Decision, EnforcementTier, FailMode, PdpError, PolicyDecisionPoint, Ruling,
 };
+pub use escalation::{Answer, Escalations, PendingRequest};
 pub use dns::{DnsConfig, DnsError, DnsPolicy, DnsSinkhole, PeerAttribution, SinkholeMode, Transport};
 pub use peek::PeekedHost;
 pub use refusal::Refusal;

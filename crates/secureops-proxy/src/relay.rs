@@ -22,14 +22,43 @@ pub struct Relayed {
     pub received: u64,
 }
 
+/// What a gate says about the client's first bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// Not enough bytes to tell yet.
+    NeedMore,
+    /// Let them (and everything after) through.
+    Pass,
+    /// Close the tunnel; nothing of these bytes reaches the upstream.
+    Refuse(String),
+}
+
+/// Most bytes a gate may hold back before it must decide.
+const GATE_LIMIT: usize = 16 * 1024;
+
 /// Relays between `client` and `upstream` until both directions finish,
 /// one fails, or the tunnel is idle for `idle`.
 pub async fn relay(client: &mut TcpStream, upstream: &mut TcpStream, idle: Duration) -> std::io::Result<Relayed> {
+    relay_gated(client, upstream, idle, |_: &[u8]| Gate::Pass).await
+}
+
+/// Like [`relay`], but the client's first bytes are held back until `gate`
+/// passes them (the upstream may speak first meanwhile). A refusal ends the
+/// relay with an error of kind `PermissionDenied` carrying the reason.
+pub async fn relay_gated(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    idle: Duration,
+    gate: impl FnMut(&[u8]) -> Gate,
+) -> std::io::Result<Relayed> {
     let start = Instant::now();
     let last = AtomicU64::new(0);
     let (cr, cw) = client.split();
     let (ur, uw) = upstream.split();
-    let (sent, received) = tokio::try_join!(pump(cr, uw, &last, start, idle), pump(ur, cw, &last, start, idle))?;
+    let (sent, received) = tokio::try_join!(
+        pump(cr, uw, &last, start, idle, Some(gate)),
+        pump(ur, cw, &last, start, idle, None::<fn(&[u8]) -> Gate>)
+    )?;
     Ok(Relayed { sent, received })
 }
 
@@ -39,9 +68,11 @@ async fn pump(
     last: &AtomicU64,
     start: Instant,
     idle: Duration,
+    mut gate: Option<impl FnMut(&[u8]) -> Gate>,
 ) -> std::io::Result<u64> {
     let mut buf = vec![0u8; BUF];
     let mut total = 0u64;
+    let mut held: Vec<u8> = Vec::new();
     loop {
         let n = match tokio::time::timeout(idle, r.read(&mut buf)).await {
             Ok(read) => read?,
@@ -56,14 +87,33 @@ async fn pump(
             }
         };
         if n == 0 {
+            if gate.is_some() && !held.is_empty() {
+                return Err(refused("client closed before its first bytes could be checked".into()));
+            }
             // Carry the half-close and let the other direction finish.
             let _ = w.shutdown().await;
             return Ok(total);
         }
-        tokio::time::timeout(idle, w.write_all(&buf[..n]))
+        let mut chunk = &buf[..n];
+        if let Some(check) = gate.as_mut() {
+            held.extend_from_slice(chunk);
+            match check(&held) {
+                Gate::NeedMore if held.len() < GATE_LIMIT => continue,
+                Gate::NeedMore => return Err(refused("first bytes could not be checked".into())),
+                Gate::Refuse(why) => return Err(refused(why)),
+                Gate::Pass => gate = None,
+            }
+            chunk = &held;
+        }
+        tokio::time::timeout(idle, w.write_all(chunk))
             .await
             .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))?;
-        total += n as u64;
+        total += chunk.len() as u64;
+        held = Vec::new();
         last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
+}
+
+fn refused(why: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::PermissionDenied, why)
 }

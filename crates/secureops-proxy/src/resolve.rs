@@ -22,6 +22,8 @@ pub struct Resolver {
     hosts: HashMap<String, Vec<IpAddr>>,
     dns: Option<TokioResolver>,
     private: PrivateDestinations,
+    /// Overall deadline of one lookup (all servers, all attempts).
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -66,6 +68,8 @@ impl Resolver {
             opts.attempts = 2;
             // Names are fully qualified: never append search domains.
             opts.ndots = 0;
+            // Only the documented sources: `[dns] hosts`, then upstream.
+            opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
             let mut builder = TokioResolver::builder_with_config(
                 ResolverConfig::from_name_servers(servers),
                 TokioRuntimeProvider::default(),
@@ -73,7 +77,7 @@ impl Resolver {
             *builder.options_mut() = opts;
             Some(builder.build().map_err(|e| ResolverError(e.to_string()))?)
         };
-        Ok(Self { hosts, dns, private })
+        Ok(Self { hosts, dns, private, timeout })
     }
 
     /// The static `[dns] hosts` answer for a normalised name, if any.
@@ -118,9 +122,9 @@ impl Resolver {
             )));
         };
         // Trailing dot: the name is absolute, never subject to search lists.
-        let answer = dns
-            .lookup_ip(format!("{name}."))
+        let answer = tokio::time::timeout(self.timeout, dns.lookup_ip(format!("{name}.")))
             .await
+            .map_err(|_| Refusal::Unresolvable(format!("{name}: lookup timed out")))?
             .map_err(|e| Refusal::Unresolvable(format!("{name}: {e}")))?;
         Ok(answer.iter().collect())
     }

@@ -62,7 +62,7 @@ pub async fn handle_transparent(stream: TcpStream, peer: Option<SocketAddr>, ctx
         Ok(req) => req.with_process(process.clone()),
         Err(r) => return refuse(ctx, client, &peeked, None, &process, r).await,
     };
-    let ruling = match ctx.decide(&req) {
+    let ruling = match ctx.decide_held(&req, &client.stream).await {
         Ok(ruling) => ruling,
         Err(r) => return refuse(ctx, client, &peeked, Some(&req), &process, r).await,
     };

@@ -18,7 +18,7 @@ use crate::peek::PeekedHost;
 use crate::peek::http_head::{Head, split_authority};
 use crate::peek::tls_sni::{SniError, looks_like_tls, parse_sni};
 use crate::refusal::Refusal;
-use crate::relay::relay;
+use crate::relay::{Gate, relay, relay_gated};
 use crate::resolve::connect;
 
 const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
@@ -47,7 +47,7 @@ pub(crate) async fn tunnel(ctx: &ProxyContext, mut client: Conn, head: Head, pee
         Ok(req) => req.with_process(process.clone()),
         Err(r) => return refuse(ctx, client, Some(&peeked), None, r).await,
     };
-    let ruling = match ctx.decide(&req) {
+    let ruling = match ctx.decide_held(&req, &client.stream).await {
         Ok(ruling) => ruling,
         Err(r) => return refuse(ctx, client, Some(&peeked), Some(&req), r).await,
     };
@@ -87,9 +87,41 @@ pub(crate) async fn tunnel(ctx: &ProxyContext, mut client: Conn, head: Head, pee
     {
         return;
     }
+    // Nothing from the client yet (server spoke first, or the peek window
+    // ended): its first bytes are still checked when they come, so waiting
+    // out the window cannot smuggle a fronted ClientHello through.
+    let checked = !client.buf.is_empty();
     client.buf = Default::default();
-    if let Err(e) = relay(&mut client.stream, &mut upstream, ctx.config.idle_timeout).await {
-        tracing::debug!(error = %e, host = %req.host, "tunnel ended");
+    let idle = ctx.config.idle_timeout;
+    let relayed = if checked {
+        relay(&mut client.stream, &mut upstream, idle).await
+    } else {
+        relay_gated(&mut client.stream, &mut upstream, idle, |first: &[u8]| sni_gate(first, &req)).await
+    };
+    match relayed {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            // The tunnel's entry said allow; this second entry records why
+            // it was cut, before the reset (nothing of it went upstream).
+            let r = Refusal::UnreadableHandshake(e.to_string());
+            close_tunnel(ctx, client, &peeked, &req, r).await;
+        }
+        Err(e) => tracing::debug!(error = %e, host = %req.host, "tunnel ended"),
+        Ok(_) => {}
+    }
+}
+
+/// The late check of a tunnel's first client bytes.
+fn sni_gate(first: &[u8], req: &ConnectionRequest) -> Gate {
+    if !looks_like_tls(first) {
+        return Gate::Pass;
+    }
+    match parse_sni(first) {
+        Err(SniError::Incomplete) => Gate::NeedMore,
+        Err(e) => Gate::Refuse(e.to_string()),
+        Ok(Some(sni)) if !same_host(&sni, req) => Gate::Refuse(
+            Refusal::SniMismatch { sni, host: req.host.to_string() }.to_string(),
+        ),
+        Ok(_) => Gate::Pass,
     }
 }
 

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use secureops_audit::Via;
 use secureops_policy::{Host, vet};
 use secureops_proxy::peek::http_head::split_authority;
-use secureops_proxy::{AllowlistPdp, ConnectionRequest, Decision, PolicyDecisionPoint};
+use secureops_policy::{CredentialGlobs, Taint};
+use secureops_proxy::{AllowlistPdp, ConnectionRequest, ContextPdp, Decision, PdpError, PolicyDecisionPoint, Ruling};
 
 use crate::config;
 
@@ -19,10 +20,16 @@ pub fn check(config: Option<&Path>, pid: Option<u32>, dest: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if pid.is_some() {
-        eprintln!("error: --pid needs process context, which this version does not have yet");
-        return ExitCode::from(2);
-    }
+    let exe = match pid {
+        Some(p) => match std::fs::read_link(format!("/proc/{p}/exe")) {
+            Ok(exe) => Some(exe.to_string_lossy().into_owned()),
+            Err(e) => {
+                eprintln!("error: process {p}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let (host, port) = match split_authority(dest) {
         Ok((h, p)) => (h, p.unwrap_or(443)),
         Err(e) => {
@@ -34,7 +41,28 @@ pub fn check(config: Option<&Path>, pid: Option<u32>, dest: &str) -> ExitCode {
         Ok(h) => h,
         Err(e) => return verdict(Decision::Deny, &format!("invalid host {host:?}: {e}")),
     };
-    let pdp = AllowlistPdp::new(loaded.allowlist.clone());
+    let pdp: Box<dyn Fn(&ConnectionRequest) -> Result<Ruling, PdpError>> = match (&loaded.context, pid) {
+        (Some(c), Some(p)) => {
+            let pdp = context_pdp(&loaded, c);
+            let taint = live_taint(p, &c.globs);
+            Box::new(move |req| pdp.decide_with(req, taint.clone()))
+        }
+        (Some(c), None) => {
+            // Without --pid the request has no process: judge as a
+            // process that matches no rule and read no secret.
+            let mut pdp = context_pdp(&loaded, c);
+            pdp.watch = None;
+            Box::new(move |req| {
+                let mut req = req.clone();
+                req.pid = Some(0);
+                pdp.decide_with(&req, None)
+            })
+        }
+        (None, _) => {
+            let pdp = AllowlistPdp::new(loaded.allowlist.clone());
+            Box::new(move |req| pdp.decide(req))
+        }
+    };
     let req = ConnectionRequest {
         host: host.clone(),
         port,
@@ -43,7 +71,8 @@ pub fn check(config: Option<&Path>, pid: Option<u32>, dest: &str) -> ExitCode {
         pid: None,
         exe: None,
     };
-    let ruling = match pdp.decide(&req) {
+    let req = ConnectionRequest { pid, exe, ..req };
+    let ruling = match pdp(&req) {
         Ok(r) => r,
         Err(e) => return verdict(Decision::Deny, &format!("{e}; refusing (fail-closed)")),
     };
@@ -73,4 +102,42 @@ fn verdict(d: Decision, reason: &str) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+fn context_pdp(loaded: &config::Loaded, c: &config::ContextLoaded) -> ContextPdp {
+    ContextPdp {
+        allowlist: loaded.allowlist.clone(),
+        taint_allowlist: c.taint_allowlist.clone(),
+        on_taint: match c.on_taint {
+            config::OnTaint::Deny => Decision::Deny,
+            config::OnTaint::Escalate => Decision::Escalate,
+        },
+        rules: c.rules.clone(),
+        watch: None,
+        hashes: Default::default(),
+    }
+}
+
+/// The live context `check` can see from outside the proxy: a credential
+/// file that the process (or an ancestor) holds open right now counts as
+/// a read this instant. Past reads are known only to the running proxy.
+fn live_taint(pid: u32, globs: &CredentialGlobs) -> Option<Taint> {
+    let facts = secureops_proxy::procinfo::facts(pid)?;
+    let chain = std::iter::once(pid).chain(facts.ancestors.iter().map(|(p, _)| *p));
+    for p in chain {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{p}/fd")) else { continue };
+        for fd in fds.flatten() {
+            let Ok(path) = std::fs::read_link(fd.path()) else { continue };
+            if globs.matches(&path).is_some() {
+                return Some(Taint {
+                    path: path.to_string_lossy().into_owned(),
+                    pid: p,
+                    start_ms: facts.start_ms,
+                    pgid: facts.pgid,
+                    at_ms: secureops_proxy::procinfo::now_ms(),
+                });
+            }
+        }
+    }
+    None
 }

@@ -50,12 +50,51 @@ pub enum Command {
         /// Config file (TOML). Without it: built-in default, which denies everything.
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Evaluate with this process's context (not supported yet: refused).
+        /// Evaluate with this process's live context (its executable, process
+        /// rules, credential files it holds open now).
         #[arg(long, value_name = "PID")]
         pid: Option<u32>,
         /// Destination, e.g. github.com or github.com:22 (no port means 443).
         #[arg(value_name = "HOST[:PORT]")]
         dest: String,
+    },
+    /// List the requests held for a person (escalations), from the running
+    /// proxy's [escalation] socket.
+    Pending {
+        /// Config file (TOML) of the running proxy; its [escalation] socket is used.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// One JSON object per request.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a held request through. Exit 0 when answered, 1 when ID is not
+    /// pending, 2 when no proxy answers.
+    Approve {
+        /// Config file (TOML) of the running proxy.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Also let later escalations of the same program to the same
+        /// destination through, for the rest of the run.
+        #[arg(long)]
+        remember: bool,
+        /// The request's id (from `secureops pending`).
+        #[arg(value_name = "ID")]
+        id: u64,
+    },
+    /// Refuse a held request. Exit 0 when answered, 1 when ID is not
+    /// pending, 2 when no proxy answers.
+    Deny {
+        /// Config file (TOML) of the running proxy.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Also refuse later escalations to the same destination without
+        /// asking, for the rest of the run.
+        #[arg(long)]
+        remember: bool,
+        /// The request's id (from `secureops pending`).
+        #[arg(value_name = "ID")]
+        id: u64,
     },
     /// Audit log tools.
     Audit {
@@ -81,12 +120,6 @@ pub enum Command {
         /// Control socket of the supervisor.
         #[arg(long)]
         control: PathBuf,
-        /// Run CMD as this user (started through sudo).
-        #[arg(long, requires = "gid")]
-        uid: Option<u32>,
-        /// Run CMD as this group.
-        #[arg(long, requires = "uid")]
-        gid: Option<u32>,
         /// The command.
         #[arg(last = true, required = true)]
         cmd: Vec<String>,

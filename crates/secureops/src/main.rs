@@ -7,6 +7,7 @@ mod check;
 mod cli;
 mod config;
 mod confine;
+mod escalate_cmd;
 mod run;
 mod serve;
 
@@ -18,9 +19,9 @@ use crate::cli::{Cli, Command, ConfigCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::NsChild { control, uid, gid, cmd } = &cli.command {
+    if let Command::NsChild { control, cmd } = &cli.command {
         // Before anything else: this process must stay single-threaded.
-        return confine::child_main(control, uid.zip(*gid), cmd);
+        return confine::child_main(control, cmd);
     }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -40,6 +41,9 @@ fn main() -> ExitCode {
         } => run::run(config.as_deref(), &allow, audit.as_deref(), weak, &cmd),
         Command::Check { config, pid, dest } => return check::check(config.as_deref(), pid, &dest),
         Command::Audit { action } => return audit_cmd::audit(action),
+        Command::Pending { config, json } => return escalate_cmd::pending(config.as_deref(), json),
+        Command::Approve { config, remember, id } => return escalate_cmd::answer(config.as_deref(), id, true, remember),
+        Command::Deny { config, remember, id } => return escalate_cmd::answer(config.as_deref(), id, false, remember),
         Command::Keygen { out } => audit_cmd::keygen(&out),
         Command::Tier { json } => {
             run::tier(json);

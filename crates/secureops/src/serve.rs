@@ -37,6 +37,9 @@ pub(crate) struct Guard {
     served: tokio::task::JoinHandle<()>,
     dns_served: Option<tokio::task::JoinHandle<()>>,
     audit: AuditLog,
+    /// The escalation broker and its control socket, when the policy can
+    /// escalate.
+    control: Option<crate::escalate_cmd::Control>,
 }
 
 impl Guard {
@@ -81,6 +84,7 @@ impl Guard {
         // Process context needs to know who connects: look sockets up in
         // this machine's own tables (clients on this host).
         let attribution = needs_process.then(secureops_proxy::attribution::ProcNet::own);
+        let control = crate::escalate_cmd::Control::start(loaded, None)?;
         let ctx = ProxyContext {
             config: proxy_config.clone(),
             pdp,
@@ -88,6 +92,7 @@ impl Guard {
             audit: audit.clone(),
             audit_down: Default::default(),
             attribution: attribution.clone(),
+            escalation: control.as_ref().map(|c| Arc::clone(&c.broker)),
         };
         let proxy = EgressProxy::bind(Arc::new(ctx))
             .await
@@ -121,6 +126,7 @@ impl Guard {
             served,
             dns_served,
             audit,
+            control,
         })
     }
 
@@ -143,6 +149,8 @@ impl Guard {
             loaded.private.clone(),
             proxy_config.connect_timeout,
         )?;
+        // The confined command's own namespace may not answer escalations.
+        let control = crate::escalate_cmd::Control::start(loaded, attribution.netns())?;
         let ctx = Arc::new(ProxyContext {
             config: proxy_config,
             pdp: policy(loaded).0,
@@ -150,6 +158,7 @@ impl Guard {
             audit: audit.clone(),
             audit_down: Default::default(),
             attribution: Some(attribution.clone()),
+            escalation: control.as_ref().map(|c| Arc::clone(&c.broker)),
         });
         let explicit = EgressProxy::from_std(listeners.explicit, Arc::clone(&ctx), false)?;
         let transparent = EgressProxy::from_std(listeners.transparent, Arc::clone(&ctx), true)?;
@@ -169,15 +178,23 @@ impl Guard {
             tokio::join!(explicit.run(token.clone()), transparent.run(token));
         });
         let dns_served = Some(tokio::spawn(sinkhole.run(shutdown.clone())));
-        Ok(Self { addr, dns, shutdown, served, dns_served, audit })
+        Ok(Self { addr, dns, shutdown, served, dns_served, audit, control })
     }
 
     /// Stops accepting, drains, and writes the audit log's closing entry.
     pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        // Held requests are refused first, so their entries precede the
+        // closing one.
+        if let Some(control) = &self.control {
+            control.broker.close();
+        }
         self.shutdown.cancel();
         let _ = self.served.await;
         if let Some(dns) = self.dns_served {
             let _ = dns.await;
+        }
+        if let Some(control) = self.control {
+            control.stop().await;
         }
         self.audit.close().await.context("cannot close the audit log")?;
         Ok(())
@@ -243,6 +260,9 @@ pub fn proxy(config: Option<&Path>) -> anyhow::Result<ExitCode> {
         println!("listening proxy={}", guard.addr);
         if let Some(dns) = guard.dns {
             println!("listening dns={dns}");
+        }
+        if let Some(control) = &guard.control {
+            println!("listening escalation={}", control.path.display());
         }
         std::io::stdout().flush()?;
         tokio::select! {

@@ -47,7 +47,11 @@ impl Upstream {
                 r.add_queries(q.queries.iter().cloned());
                 if question.query_type() == RecordType::A {
                     if text.ends_with(".rebind.allowed.test.") {
-                        r.add_answer(Record::from_rdata(name, 60, RData::A(A(Ipv4Addr::new(169, 254, 169, 254)))));
+                        r.add_answer(Record::from_rdata(
+                            name,
+                            60,
+                            RData::A(A(Ipv4Addr::new(169, 254, 169, 254))),
+                        ));
                     } else if text == "cname.allowed.test." {
                         let target = Name::from_ascii("target.cdn.example.").unwrap();
                         r.add_answer(Record::from_rdata(name, 60, RData::CNAME(CNAME(target.clone()))));
@@ -115,7 +119,10 @@ fn static_names_answer_their_addresses_over_udp_and_tcp() {
     let upstream = Upstream::start();
     let proxy = Proxy::start(&config(&upstream, ""));
     assert_eq!(short(proxy.dns, &["static.test", "A"]), ["127.0.0.1", "127.0.0.2"]);
-    assert_eq!(short(proxy.dns, &["+tcp", "Static.Test.", "A"]), ["127.0.0.1", "127.0.0.2"]);
+    assert_eq!(
+        short(proxy.dns, &["+tcp", "Static.Test.", "A"]),
+        ["127.0.0.1", "127.0.0.2"]
+    );
     assert_eq!(status(&dig(proxy.dns, &["static.test", "AAAA"])), "NOERROR");
     assert!(upstream.names().is_empty(), "static names never go upstream");
     let entries = proxy.wait_decisions(3);
@@ -127,7 +134,12 @@ fn static_names_answer_their_addresses_over_udp_and_tcp() {
         assert_eq!(e["host"], "static.test");
         assert_eq!(e["qtype"], qtype);
     }
-    assert!(entries[1]["detail"].as_str().unwrap().starts_with("tcp from 127.0.0.1:"));
+    assert!(
+        entries[1]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("tcp from 127.0.0.1:")
+    );
 }
 
 #[test]
@@ -156,14 +168,22 @@ fn denied_names_are_nxdomain_and_never_reach_the_upstream() {
     }
     // Allowed, not static: the upstream sees exactly these names.
     assert_eq!(short(proxy.dns, &["www.allowed.test", "A"]), [PUBLIC.to_string()]);
-    assert_eq!(short(proxy.dns, &["ssh.test", "A"]), [PUBLIC.to_string()], "any-port rule");
+    assert_eq!(
+        short(proxy.dns, &["ssh.test", "A"]),
+        [PUBLIC.to_string()],
+        "any-port rule"
+    );
     asked += 2;
     let entries = proxy.wait_decisions(asked);
     assert_eq!(entries.len(), asked, "one entry per query");
     assert_eq!(upstream.names(), ["www.allowed.test.", "ssh.test."]);
     let denied: Vec<_> = entries.iter().filter(|e| e["decision"] == "deny").collect();
     assert_eq!(denied.len(), asked - 2);
-    assert!(denied.iter().all(|e| e["reason"].as_str().unwrap().contains("not in the egress allowlist")));
+    assert!(
+        denied
+            .iter()
+            .all(|e| e["reason"].as_str().unwrap().contains("not in the egress allowlist"))
+    );
     assert!(
         denied
             .iter()
@@ -197,7 +217,10 @@ fn upstream_answers_into_private_ranges_are_not_passed_on() {
     let entries = proxy.wait_decisions(2);
     assert_eq!(entries[0]["decision"], "deny");
     let reason = entries[0]["reason"].as_str().unwrap();
-    assert!(reason.contains("rebinding") && reason.contains("169.254.169.254"), "{reason}");
+    assert!(
+        reason.contains("rebinding") && reason.contains("169.254.169.254"),
+        "{reason}"
+    );
     assert_eq!(entries[1]["decision"], "allow");
 }
 
@@ -212,7 +235,11 @@ fn every_query_is_one_verified_entry_and_repeats_come_from_the_cache() {
     assert_eq!(status(&dig(proxy.dns, &["nope.example", "A"])), "NXDOMAIN");
     // Private-range reverse lookups are answered here.
     assert_eq!(short(proxy.dns, &["-x", "127.0.0.2"]), ["static.test."]);
-    assert_eq!(upstream.names(), ["cached.allowed.test."], "later answers from the cache");
+    assert_eq!(
+        upstream.names(),
+        ["cached.allowed.test."],
+        "later answers from the cache"
+    );
     let entries = proxy.wait_decisions(5);
     assert_eq!(entries.len(), 5);
     assert!(entries[1]["reason"].as_str().unwrap().contains("answered from cache"));
@@ -264,7 +291,10 @@ fn malformed_packets_do_not_stop_the_next_query() {
     let mut many_questions = Message::query();
     many_questions.metadata.id = 0x5151;
     for n in 0..20 {
-        many_questions.add_query(Query::query(Name::from_ascii(format!("q{n}.test.")).unwrap(), RecordType::A));
+        many_questions.add_query(Query::query(
+            Name::from_ascii(format!("q{n}.test.")).unwrap(),
+            RecordType::A,
+        ));
     }
     let mut oversized = query("static.test.", 0x7777);
     oversized.resize(8000, 0);
@@ -282,12 +312,20 @@ fn malformed_packets_do_not_stop_the_next_query() {
         if let Some(answer) = exchange(&socket, proxy.dns, bytes, Duration::from_millis(500)) {
             let rcode = answer.metadata.response_code;
             assert!(
-                matches!(rcode, ResponseCode::FormErr | ResponseCode::Refused | ResponseCode::NotImp),
+                matches!(
+                    rcode,
+                    ResponseCode::FormErr | ResponseCode::Refused | ResponseCode::NotImp
+                ),
                 "{what}: {rcode:?}"
             );
         }
-        let ok = exchange(&socket, proxy.dns, &query("static.test.", 0x4242), Duration::from_secs(3))
-            .unwrap_or_else(|| panic!("no answer after {what}"));
+        let ok = exchange(
+            &socket,
+            proxy.dns,
+            &query("static.test.", 0x4242),
+            Duration::from_secs(3),
+        )
+        .unwrap_or_else(|| panic!("no answer after {what}"));
         assert_eq!(ok.metadata.id, 0x4242);
         assert_eq!(ok.answers.len(), 2, "after {what}");
     }
@@ -350,16 +388,27 @@ fn a_flooding_client_does_not_starve_another() {
         .into_iter()
         .filter(|e| e["kind"] == "dns")
         .collect();
-    assert!(entries.len() < 200 + 200 * 25 + 25, "{} entries for {sent} queries", entries.len());
+    assert!(
+        entries.len() < 200 + 200 * 25 + 25,
+        "{} entries for {sent} queries",
+        entries.len()
+    );
     let summary = entries
         .iter()
         .find(|e| e["reason"].as_str().unwrap().starts_with("client 127.0.0.2:"))
         .expect("a summary entry for the flooder");
-    assert!(summary["reason"].as_str().unwrap().contains("queries refused"), "{summary}");
+    assert!(
+        summary["reason"].as_str().unwrap().contains("queries refused"),
+        "{summary}"
+    );
     let quiet_ip = IpAddr::V4(Ipv4Addr::LOCALHOST).to_string();
     let answered = entries
         .iter()
-        .filter(|e| e["detail"].as_str().is_some_and(|d| d.contains(&format!("from {quiet_ip}:"))))
+        .filter(|e| {
+            e["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains(&format!("from {quiet_ip}:")))
+        })
         .count();
     assert_eq!(answered, 20);
 }

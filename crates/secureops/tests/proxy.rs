@@ -555,3 +555,76 @@ fn check_prints_the_decision_and_exits_accordingly() {
     let out = secureops(&["check", "github.com"], dir.path());
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// A minimal TLS 1.3 ClientHello carrying `sni` (enough for the peek).
+fn client_hello(sni: &str) -> Vec<u8> {
+    let n = sni.len() as u16;
+    let mut ext = Vec::new();
+    ext.extend_from_slice(&0u16.to_be_bytes());
+    ext.extend_from_slice(&(n + 5).to_be_bytes());
+    ext.extend_from_slice(&(n + 3).to_be_bytes());
+    ext.push(0);
+    ext.extend_from_slice(&n.to_be_bytes());
+    ext.extend_from_slice(sni.as_bytes());
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[7u8; 32]);
+    body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut msg = vec![1];
+    msg.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    msg.extend_from_slice(&body);
+    let mut rec = vec![0x16, 3, 1];
+    rec.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    rec.extend_from_slice(&msg);
+    rec
+}
+
+#[test]
+fn waiting_out_the_peek_window_does_not_skip_the_sni_check() {
+    let canary = Canary::start();
+    let proxy = Proxy::start(&config(""));
+    let mut s = TcpStream::connect(proxy.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(format!("CONNECT allowed.test:{} HTTP/1.1\r\n\r\n", canary.port()).as_bytes()).unwrap();
+    let mut buf = [0u8; 128];
+    let n = s.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Longer than the 1 s peek window, then a fronted ClientHello.
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = s.write_all(&client_hello("evil.test"));
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert_eq!(canary.bytes(), 0, "the fronted ClientHello reached the upstream");
+    let entries = proxy.wait_decisions(2);
+    let last = entries.last().unwrap();
+    assert_eq!(last["decision"], "deny", "{entries:?}");
+    assert!(last["reason"].as_str().unwrap().contains("SNI"), "{last}");
+    // A matching late ClientHello passes (positive control).
+    let mut s = TcpStream::connect(proxy.addr).unwrap();
+    s.write_all(format!("CONNECT allowed.test:{} HTTP/1.1\r\n\r\n", canary.port()).as_bytes()).unwrap();
+    let _ = s.read(&mut buf).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let hello = client_hello("allowed.test");
+    s.write_all(&hello).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while canary.bytes() < hello.len() as u64 {
+        assert!(Instant::now() < deadline, "the matching ClientHello did not get through");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_framing_header_named_in_connection_is_refused() {
+    let canary = Canary::start();
+    let proxy = Proxy::start(&config(""));
+    let smuggled = "POST /c HTTP/1.1\r\nHost: attacker.example\r\nContent-Length: 6\r\n\r\nsecret";
+    let req = format!(
+        "POST http://allowed.test:{}/ HTTP/1.1\r\nConnection: Content-Length\r\nContent-Length: {}\r\n\r\n{smuggled}",
+        canary.port(),
+        smuggled.len()
+    );
+    let reply = raw_exchange(proxy.addr, req.as_bytes(), Duration::from_secs(5));
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    canary.assert_untouched();
+}

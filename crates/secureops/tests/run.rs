@@ -228,6 +228,22 @@ fn run_exits_with_the_command_status_and_leaves_nothing_behind() {
 }
 
 #[test]
+fn the_command_cannot_leave_its_namespace_or_change_its_rules() {
+    let Some(net) = FakeInternet::start() else { return };
+    let config = net.config();
+    let log = net.dir.path().join("audit.jsonl");
+    let script = "nsenter --net=/proc/1/ns/net true 2>/dev/null && echo NSENTER=escaped || echo NSENTER=contained; \
+                  nft flush ruleset 2>/dev/null && echo NFT=changed || echo NFT=refused; \
+                  ip route del default 2>/dev/null && echo ROUTE=changed || echo ROUTE=refused; \
+                  grep -E '^CapEff' /proc/self/status";
+    let out = run(&config, &log, script);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in ["NSENTER=contained", "NFT=refused", "ROUTE=refused", "CapEff:\t0000000000000000"] {
+        assert!(text.contains(want), "missing {want}: {text}");
+    }
+}
+
+#[test]
 fn tier_reports_kernel_enforcement_as_root() {
     if !is_root() {
         eprintln!("SKIP: tier is kernel-enforced only where namespaces can be created (tested as root)");
@@ -292,19 +308,24 @@ fn signals_are_forwarded_sudo_users_keep_their_identity_and_a_killed_run_takes_i
     wait_for_line(&mut child, "ready");
     assert!(sh(&["kill", "-TERM", &child.id().to_string()]));
     assert_eq!(child.wait().unwrap().code(), Some(9));
-    // Started through sudo: CMD runs as the invoking user.
+    // Started through sudo: CMD acts as the invoking user (what it creates
+    // is theirs), not as root.
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let made = shared.path().join("made-by-cmd");
     let out = Command::new(support::bin())
         .arg("run")
         .arg("-c")
         .arg(&config)
         .arg("--audit")
         .arg(dir.join("s.jsonl"))
-        .args(["--", "sh", "-c", "id -u"])
+        .args(["--", "sh", "-c", &format!("touch {}", made.display())])
         .env("SUDO_UID", "65534")
         .env("SUDO_GID", "65534")
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "65534", "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&made).unwrap()), 65534);
     // SIGKILL of the supervisor: the command dies with it.
     let mut c = Command::new(support::bin());
     c.arg("run").arg("-c").arg(&config).arg("--audit").arg(dir.join("k.jsonl"));

@@ -251,7 +251,11 @@ pub(crate) fn normalise(name: &Name) -> Result<String, NameError> {
     }
     let mut text = String::with_capacity(name.len());
     for label in name.iter() {
-        if label.is_empty() || !label.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if label.is_empty()
+            || !label
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(NameError::Label);
         }
         if !text.is_empty() {
@@ -359,7 +363,11 @@ pub(crate) fn local_reverse(q: &Query, names: Option<&[Name]>) -> Message {
     m.metadata.authoritative = true;
     if matches!(q.qtype, RecordType::PTR | RecordType::ANY) {
         for name in names {
-            m.add_answer(Record::from_rdata(q.qname.clone(), STATIC_TTL, RData::PTR(PTR(name.clone()))));
+            m.add_answer(Record::from_rdata(
+                q.qname.clone(),
+                STATIC_TTL,
+                RData::PTR(PTR(name.clone())),
+            ));
         }
     }
     m

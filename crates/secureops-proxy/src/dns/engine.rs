@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -22,13 +21,14 @@ use secureops_audit::{AuditFinding, AuditLog, Kind, Verdict, Via};
 use secureops_policy::{Allowlist, Host, PrivateDestinations, UnsafeDestination};
 
 use crate::dns::answer::{
-    self, NameError, Parsed, Query, Rejection, cache_ttl, encode, first_unsafe, fit,
-    from_cache, local_reverse, private_reverse, response, sinkhole,
+    self, NameError, Parsed, Query, Rejection, cache_ttl, encode, first_unsafe, fit, from_cache, local_reverse,
+    private_reverse, response, sinkhole,
 };
+use crate::dns::attribute::Attributor;
 use crate::dns::cache::{AnswerCache, Key};
 use crate::dns::forward::{ForwardError, Forwarder};
 use crate::dns::limit::{Limiter, Report};
-use crate::dns::{DnsConfig, DnsPolicy, PeerAttribution, Transport};
+use crate::dns::{DnsConfig, DnsPolicy, Transport};
 
 /// Longest wait for the audit writer before the answer becomes a refusal.
 const AUDIT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -106,9 +106,10 @@ impl Outcome {
     /// The decision recorded in the audit log.
     pub(crate) fn verdict(&self) -> Verdict {
         match self {
-            Outcome::Static { .. } | Outcome::Cached { .. } | Outcome::Forwarded { .. } | Outcome::LocalReverse { .. } => {
-                Verdict::Allow
-            }
+            Outcome::Static { .. }
+            | Outcome::Cached { .. }
+            | Outcome::Forwarded { .. }
+            | Outcome::LocalReverse { .. } => Verdict::Allow,
             _ => Verdict::Deny,
         }
     }
@@ -153,7 +154,7 @@ pub(crate) struct Engine {
     forwarder: Forwarder,
     audit: AuditLog,
     audit_down: AtomicBool,
-    attribution: Option<Arc<dyn PeerAttribution>>,
+    attribution: Attributor,
     local: SocketAddr,
 }
 
@@ -170,7 +171,20 @@ impl Engine {
     pub(crate) fn new(config: DnsConfig, policy: DnsPolicy, audit: AuditLog, local: SocketAddr) -> Self {
         let cache = AnswerCache::new(config.cache_entries, config.cache_bytes);
         let limiter = Limiter::new(config.client_rate, config.client_burst);
-        let forwarder = Forwarder::new(config.upstream.clone(), config.upstream_timeout);
+        // resolv.conf may name this very sinkhole: forwarding to it would loop.
+        let upstream: Vec<SocketAddr> = config
+            .upstream
+            .iter()
+            .copied()
+            .filter(|&u| {
+                let own = is_self(u, local);
+                if own {
+                    tracing::warn!(upstream = %u, "dns upstream is the sinkhole itself; skipped");
+                }
+                !own
+            })
+            .collect();
+        let forwarder = Forwarder::new(upstream, config.upstream_timeout);
         Self {
             reverse: answer::reverse_map(&config.hosts),
             cache,
@@ -178,7 +192,7 @@ impl Engine {
             forwarder,
             allowlist: policy.allowlist,
             private: policy.private,
-            attribution: policy.attribution,
+            attribution: Attributor::new(policy.attribution),
             audit,
             audit_down: AtomicBool::new(false),
             local,
@@ -212,7 +226,8 @@ impl Engine {
                 qtype,
             } => {
                 let rcode = why.rcode();
-                let mut f = self.finding(&Outcome::Rejected(why), peer, transport, rcode);
+                let who = self.attribution.lookup(transport, peer, self.local).await;
+                let mut f = self.finding(&Outcome::Rejected(why), peer, transport, rcode, who);
                 f.host = name;
                 f.qtype = qtype.map(|t| t.to_string());
                 // An error code tells the client nothing: sent even when
@@ -226,8 +241,12 @@ impl Engine {
             Transport::Udp => q.udp_limit,
             Transport::Tcp => u16::MAX,
         };
-        let (outcome, reply) = self.resolve(&q, bytes).await;
-        let mut f = self.finding(&outcome, peer, transport, reply.rcode());
+        // The process lookup runs while the query is answered.
+        let ((outcome, reply), who) = tokio::join!(
+            self.resolve(&q, bytes),
+            self.attribution.lookup(transport, peer, self.local)
+        );
+        let mut f = self.finding(&outcome, peer, transport, reply.rcode(), who);
         f.host = Some(q.display_name());
         // Case is data too (base64 labels): keep the name as sent. Only
         // valid names get here unescaped, so `to_ascii` adds no escapes.
@@ -255,7 +274,10 @@ impl Engine {
         let sink = || Reply::Message(sinkhole(q, self.config.sinkhole));
         if let Some((ip, range)) = private_reverse(&q.qname) {
             let names = self.reverse.get(&ip.to_canonical()).map(Vec::as_slice);
-            return (Outcome::LocalReverse { ip, range }, Reply::Message(local_reverse(q, names)));
+            return (
+                Outcome::LocalReverse { ip, range },
+                Reply::Message(local_reverse(q, names)),
+            );
         }
         let name = match &q.name {
             Ok(name) => name,
@@ -290,13 +312,22 @@ impl Engine {
         if let Some(entry) = self.cache.get(&key)
             && let Some(age) = entry.age(Instant::now())
         {
-            return (Outcome::Cached { rule }, Reply::Message(from_cache(q, &entry.message, age)));
+            return (
+                Outcome::Cached { rule },
+                Reply::Message(from_cache(q, &entry.message, age)),
+            );
         }
         if self.audit_down.load(Ordering::Relaxed) {
-            return (Outcome::AuditUnavailable, Reply::Message(response(q, ResponseCode::Refused)));
+            return (
+                Outcome::AuditUnavailable,
+                Reply::Message(response(q, ResponseCode::Refused)),
+            );
         }
         match self.forwarder.forward(bytes, q).await {
-            Err(error) => (Outcome::Upstream { rule, error }, Reply::Message(response(q, ResponseCode::ServFail))),
+            Err(error) => (
+                Outcome::Upstream { rule, error },
+                Reply::Message(response(q, ResponseCode::ServFail)),
+            ),
             Ok(f) => {
                 if let Some(e) = first_unsafe(&f.message, &self.private) {
                     return (Outcome::Rebinding(e), sink());
@@ -313,22 +344,29 @@ impl Engine {
     /// The rule to quote for an allowed name (ports 443 and 80 first).
     fn rule_for(&self, name: &str) -> String {
         let host = Host::Name(name.to_owned());
-        match self.allowlist.find(&host, 443).or_else(|| self.allowlist.find(&host, 80)) {
+        match self
+            .allowlist
+            .find(&host, 443)
+            .or_else(|| self.allowlist.find(&host, 80))
+        {
             Some(rule) => format!("allowed by rule \"{rule}\""),
             None => "allowed by a name rule".to_owned(),
         }
     }
 
-    fn finding(&self, outcome: &Outcome, peer: SocketAddr, transport: Transport, rcode: ResponseCode) -> AuditFinding {
+    fn finding(
+        &self,
+        outcome: &Outcome,
+        peer: SocketAddr,
+        transport: Transport,
+        rcode: ResponseCode,
+        who: Option<(u32, Option<String>)>,
+    ) -> AuditFinding {
         // Every part of a reason is normalised, escaped or made one line
         // where it is built, so the text goes in as it is.
         let mut f = AuditFinding::new(Kind::Dns, outcome.verdict(), outcome.to_string());
         f.via = Some(Via::Dns);
-        if let Some((pid, exe)) = self
-            .attribution
-            .as_ref()
-            .and_then(|a| a.attribute(transport, peer, self.local))
-        {
+        if let Some((pid, exe)) = who {
             f.pid = Some(pid);
             f.exe = exe;
         }
@@ -357,6 +395,16 @@ impl Engine {
             self.record(f).await;
         }
     }
+}
+
+/// True when `upstream` is the sinkhole's own address `local` (directly,
+/// or through a wildcard or loopback address on the same port).
+fn is_self(upstream: SocketAddr, local: SocketAddr) -> bool {
+    let (u, l) = (upstream.ip().to_canonical(), local.ip().to_canonical());
+    upstream.port() == local.port()
+        && (u == l
+            || (l.is_unspecified() && (u.is_loopback() || u.is_unspecified()))
+            || (u.is_loopback() && l.is_loopback()))
 }
 
 /// The RFC name of a response code (`NOERROR`, `NXDOMAIN`, ...).

@@ -22,6 +22,7 @@
 //! [`DnsSinkhole::run`] until cancelled.
 
 mod answer;
+mod attribute;
 mod cache;
 mod engine;
 mod forward;
@@ -180,7 +181,20 @@ pub struct DnsSinkhole {
     tcp: tokio::net::TcpListener,
     engine: Arc<Engine>,
     addr: SocketAddr,
-    runtime: tokio::runtime::Runtime,
+    runtime: OwnRuntime,
+}
+
+/// The sinkhole's runtime. Dropping a runtime where blocking is not
+/// allowed (inside another runtime, e.g. when the sinkhole is dropped
+/// without being run) panics, so it is shut down in the background instead.
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for DnsSinkhole {
@@ -275,7 +289,7 @@ impl DnsSinkhole {
             tcp,
             engine,
             addr: udp_addr,
-            runtime,
+            runtime: OwnRuntime(Some(runtime)),
         })
     }
 
@@ -300,7 +314,9 @@ impl DnsSinkhole {
         let thread = std::thread::Builder::new()
             .name("secureops-dns".to_owned())
             .spawn(move || {
-                runtime.block_on(serve(udp, tcp, engine, shutdown));
+                if let Some(rt) = &runtime.0 {
+                    rt.block_on(serve(udp, tcp, engine, shutdown));
+                }
                 // Connections still open after the drain end with the runtime.
                 drop(runtime);
                 let _ = done.send(());

@@ -16,7 +16,12 @@ use crate::dns::Transport;
 use crate::dns::engine::Engine;
 
 /// Serves `listener` until `shutdown`.
-pub(crate) async fn serve(listener: TcpListener, engine: Arc<Engine>, shutdown: CancellationToken, tracker: TaskTracker) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
     let slots = Arc::new(Semaphore::new(engine.config.max_tcp_connections.max(1)));
     loop {
         let (stream, peer) = tokio::select! {

@@ -22,7 +22,12 @@ const READ_BATCH: usize = 64;
 
 /// Serves `socket` until `shutdown`; the queries in flight are tracked by
 /// `tracker`.
-pub(crate) async fn serve(socket: Arc<UdpSocket>, engine: Arc<Engine>, shutdown: CancellationToken, tracker: TaskTracker) {
+pub(crate) async fn serve(
+    socket: Arc<UdpSocket>,
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
     let slots = Arc::new(Semaphore::new(engine.config.max_in_flight.max(1)));
     // One byte more than the largest query: a datagram that fills it is
     // oversized (the kernel cuts datagrams to the buffer silently).

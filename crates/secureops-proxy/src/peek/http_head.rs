@@ -78,6 +78,8 @@ impl Head {
     /// rejecting the ambiguous forms used for request smuggling.
     pub fn request_body(&self) -> Result<BodyKind, HeadError> {
         match self.framing()? {
+            // RFC 9112 §6.1: chunked in an HTTP/1.0 message is faulty framing.
+            Some(BodyKind::Chunked) if self.version == 0 => Err(malformed("chunked body in an HTTP/1.0 request")),
             Some(kind) => Ok(kind),
             None => Ok(BodyKind::None),
         }
@@ -97,6 +99,14 @@ impl Head {
     }
 
     fn framing(&self) -> Result<Option<BodyKind>, HeadError> {
+        // A framing field listed in `Connection` would be dropped as
+        // hop-by-hop while its body is still relayed: the next hop would
+        // then read the body as another request (smuggling).
+        for field in ["content-length", "transfer-encoding", "host"] {
+            if self.connection_has(field) {
+                return Err(malformed("Connection header names a framing field"));
+            }
+        }
         let mut te = None;
         let mut cl: Option<u64> = None;
         for (name, value) in &self.headers {
@@ -307,6 +317,10 @@ mod tests {
         assert!(both.request_body().is_err());
         let two = h("POST http://a/ HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n");
         assert!(two.request_body().is_err());
+        let hidden = h("POST http://a/ HTTP/1.1\r\nConnection: keep-alive, Content-Length\r\nContent-Length: 3\r\n\r\n");
+        assert!(hidden.request_body().is_err(), "framing field listed as hop-by-hop");
+        let old = h("POST http://a/ HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(old.request_body().is_err());
         let gz = h("POST http://a/ HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
         assert!(gz.request_body().is_err());
         let neg = h("POST http://a/ HTTP/1.1\r\nContent-Length: -1\r\n\r\n");

@@ -20,8 +20,8 @@ use super::nft::{PORTS, ruleset};
 pub const SETUP_FAILED: u8 = 125;
 
 /// Entry point of the hidden subcommand.
-pub fn main(control: &Path, drop_to: Option<(u32, u32)>, cmd: &[String]) -> ExitCode {
-    match setup_and_exec(control, drop_to, cmd) {
+pub fn main(control: &Path, cmd: &[String]) -> ExitCode {
+    match setup_and_exec(control, cmd) {
         Ok(never) => match never {},
         Err(e) => {
             eprintln!("secureops: cannot confine the command: {e:#}");
@@ -30,7 +30,7 @@ pub fn main(control: &Path, drop_to: Option<(u32, u32)>, cmd: &[String]) -> Exit
     }
 }
 
-fn setup_and_exec(control: &Path, drop_to: Option<(u32, u32)>, cmd: &[String]) -> anyhow::Result<std::convert::Infallible> {
+fn setup_and_exec(control: &Path, cmd: &[String]) -> anyhow::Result<std::convert::Infallible> {
     let mut sock = UnixStream::connect(control).context("cannot reach the supervisor")?;
     run(&["ip", "link", "set", "lo", "up"])?;
     // Every destination routes to loopback, where the nat rules catch it;
@@ -51,20 +51,14 @@ fn setup_and_exec(control: &Path, drop_to: Option<(u32, u32)>, cmd: &[String]) -
         .context("cannot set the parent-death signal")?;
     let Some((program, args)) = cmd.split_first() else { bail!("no command given") };
     let url = format!("http://127.0.0.1:{}", PORTS.explicit);
-    let mut command = match drop_to {
-        // Started through sudo: CMD runs as the invoking user.
-        Some((uid, gid)) => {
-            let mut c = Command::new("setpriv");
-            c.arg(format!("--reuid={uid}"))
-                .arg(format!("--regid={gid}"))
-                .arg("--init-groups")
-                .arg("--pdeathsig=KILL")
-                .arg("--")
-                .arg(program);
-            c
-        }
-        None => Command::new(program),
-    };
+    // CMD gets no capability (not even inside the namespace, so it cannot
+    // touch the nftables rules or forge source addresses) and can never
+    // regain one (no-new-privs: setuid binaries do not elevate).
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--no-new-privs", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--pdeathsig=KILL"])
+        .arg("--")
+        .arg(program);
     command.args(args);
     for var in ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy"] {
         command.env(var, &url);

@@ -47,11 +47,7 @@ pub struct Confined {
 
 /// How CMD will be confined, for messages and `tier`.
 pub fn describe() -> &'static str {
-    if rustix::process::geteuid().is_root() {
-        "network namespace (root)"
-    } else {
-        "user + network namespace (unprivileged)"
-    }
+    "user + network namespace, no capabilities, no-new-privs"
 }
 
 /// Starts CMD's namespace and receives its listeners. Spawned from the
@@ -63,16 +59,22 @@ pub fn spawn(cmd: &[String]) -> anyhow::Result<(Confined, Listeners)> {
     let listener = UnixListener::bind(&path).context("cannot create the control socket")?;
     listener.set_nonblocking(true)?;
     let exe = std::env::current_exe().context("cannot find our own executable")?;
-    let mut command = Command::new("unshare");
-    if rustix::process::geteuid().is_root() {
-        command.arg("--net");
-    } else {
-        command.args(["--user", "--map-root-user", "--net"]);
-    }
+    // Always a user namespace, even as root: CMD's capabilities then count
+    // only inside it (it cannot `nsenter` the host network), and it gets
+    // none anyway (see child.rs). Through sudo, the whole namespace belongs
+    // to the invoking user, so CMD acts as them outside it.
+    let mut command = match sudo_user() {
+        Some((uid, gid)) => {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).context("cannot hand the control folder over")?;
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).context("cannot hand the control socket over")?;
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={uid}")).arg(format!("--regid={gid}")).arg("--init-groups").arg("--").arg("unshare");
+            c
+        }
+        None => Command::new("unshare"),
+    };
+    command.args(["--user", "--map-root-user", "--net"]);
     command.arg("--").arg(exe).arg("__ns-child").arg("--control").arg(&path);
-    if let Some((uid, gid)) = sudo_user() {
-        command.arg("--uid").arg(uid.to_string()).arg("--gid").arg(gid.to_string());
-    }
     command.arg("--").args(cmd);
     let mut child = command.spawn().context("cannot run unshare (util-linux)")?;
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -132,11 +134,7 @@ fn sudo_user() -> Option<(u32, u32)> {
 /// Can this machine confine a command? Tries it with `unshare … true`.
 pub fn probe() -> Result<(), String> {
     let mut c = Command::new("unshare");
-    if rustix::process::geteuid().is_root() {
-        c.arg("--net");
-    } else {
-        c.args(["--user", "--map-root-user", "--net"]);
-    }
+    c.args(["--user", "--map-root-user", "--net"]);
     let out = c.args(["--", "true"]).output().map_err(|e| format!("unshare not available: {e}"))?;
     if !out.status.success() {
         return Err(format!("cannot create a network namespace: {}", String::from_utf8_lossy(&out.stderr).trim()));

@@ -165,7 +165,10 @@ fn names_no_rule_can_match() {
     assert_eq!(normalise(&Name::root()), Err(NameError::Root));
     assert_eq!(normalise(&name("1.2.3.4.")), Err(NameError::Ip));
     assert!(matches!(normalise(&name("127.1.")), Err(NameError::Host(_))));
-    assert_eq!(normalise(&name("_dmarc.Example.com.")).as_deref(), Ok("_dmarc.example.com"));
+    assert_eq!(
+        normalise(&name("_dmarc.Example.com.")).as_deref(),
+        Ok("_dmarc.example.com")
+    );
     // A dot inside a label: "github.com" as one label under "evil".
     let dotted = Name::from_labels(vec![&b"github.com"[..], &b"evil"[..]]).unwrap();
     assert_eq!(normalise(&dotted), Err(NameError::Label));
@@ -217,7 +220,10 @@ fn reverse_names_of_private_addresses() {
         private_reverse(&name("1.0.0.127.in-addr.arpa.")),
         Some(("127.0.0.1".parse().unwrap(), "loopback"))
     );
-    assert_eq!(private_reverse(&name("5.1.168.192.IN-ADDR.ARPA.")).map(|r| r.1), Some("private"));
+    assert_eq!(
+        private_reverse(&name("5.1.168.192.IN-ADDR.ARPA.")).map(|r| r.1),
+        Some("private")
+    );
     assert_eq!(private_reverse(&name("8.8.8.8.in-addr.arpa.")), None);
     assert_eq!(private_reverse(&name("10.in-addr.arpa.")), None);
     let v6 = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa.";
@@ -289,14 +295,28 @@ fn soa(ttl: u32, minimum: u32) -> Record {
     Record::from_rdata(
         name("test."),
         ttl,
-        RData::SOA(SOA::new(name("ns.test."), name("admin.test."), 1, 3600, 600, 86400, minimum)),
+        RData::SOA(SOA::new(
+            name("ns.test."),
+            name("admin.test."),
+            1,
+            3600,
+            600,
+            86400,
+            minimum,
+        )),
     )
 }
 
 #[test]
 fn cache_ttls_follow_rfc_2308() {
-    assert_eq!(cache_ttl(&answer_with(vec![a("1.2.3.4", 300), a("1.2.3.5", 30)])), Some(30));
-    assert_eq!(cache_ttl(&answer_with(vec![a("1.2.3.4", 10_000_000)])), Some(MAX_CACHE_TTL));
+    assert_eq!(
+        cache_ttl(&answer_with(vec![a("1.2.3.4", 300), a("1.2.3.5", 30)])),
+        Some(30)
+    );
+    assert_eq!(
+        cache_ttl(&answer_with(vec![a("1.2.3.4", 10_000_000)])),
+        Some(MAX_CACHE_TTL)
+    );
     assert_eq!(cache_ttl(&answer_with(vec![a("1.2.3.4", 0)])), None);
 
     let mut nx = answer_with(vec![]);

@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::Ipv4Addr;
-use std::sync::Mutex;
 use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
 
 use hickory_proto::op::{Edns, MessageType, OpCode, Query as Question};
 use hickory_proto::rr::rdata::{A, SOA};
@@ -30,9 +30,14 @@ struct Stub {
 impl Stub {
     async fn start(answer: impl Fn(&Message, bool) -> Option<Message> + Send + Sync + 'static) -> Stub {
         let answer: Arc<Answer> = Arc::new(answer);
-        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // A free UDP port whose TCP twin is free too.
+        let (socket, listener) = loop {
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            if let Ok(listener) = tokio::net::TcpListener::bind(socket.local_addr().unwrap()).await {
+                break (socket, listener);
+            }
+        };
         let addr = socket.local_addr().unwrap();
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let (udp, tcp) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (count, log, reply) = (Arc::clone(&udp), Arc::clone(&seen), Arc::clone(&answer));
@@ -99,6 +104,14 @@ struct Fixture {
 
 const CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000);
 
+struct Dig;
+
+impl crate::dns::PeerAttribution for Dig {
+    fn attribute(&self, _: Transport, peer: SocketAddr, _: SocketAddr) -> Option<(u32, Option<String>)> {
+        (peer == CLIENT).then(|| (4242, Some("/usr/bin/dig".to_owned())))
+    }
+}
+
 fn fixture(upstream: Vec<SocketAddr>, tweak: impl FnOnce(&mut DnsConfig)) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
@@ -107,7 +120,10 @@ fn fixture(upstream: Vec<SocketAddr>, tweak: impl FnOnce(&mut DnsConfig)) -> Fix
         listen: "127.0.0.1:0".parse().unwrap(),
         upstream,
         hosts: HashMap::from([
-            ("static.test".to_owned(), vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()]),
+            (
+                "static.test".to_owned(),
+                vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
+            ),
             ("denied-static.test".to_owned(), vec!["127.0.0.1".parse().unwrap()]),
             ("metadata.test".to_owned(), vec!["169.254.169.254".parse().unwrap()]),
         ]),
@@ -126,7 +142,7 @@ fn fixture(upstream: Vec<SocketAddr>, tweak: impl FnOnce(&mut DnsConfig)) -> Fix
         ])
         .unwrap(),
         private: PrivateDestinations::parse(&["127.0.0.0/8", "::1"]).unwrap(),
-        attribution: None,
+        attribution: Some(Arc::new(Dig)),
     };
     Fixture {
         engine: Engine::new(config, policy, audit.clone(), "127.0.0.1:53".parse().unwrap()),
@@ -184,13 +200,23 @@ async fn denied_names_never_reach_the_upstream() {
     assert_eq!(first["decision"], "deny");
     assert_eq!(first["via"], "dns");
     assert_eq!(first["qtype"], "A");
+    assert_eq!(first["pid"], 4242);
+    assert_eq!(first["exe"], "/usr/bin/dig");
     assert_eq!(
         first["host"],
         "c2vjcmv0lxrva2vuoibbs0lbsu9trk9etk43rvhbtvbmrq.attacker.test"
     );
-    assert!(first["reason"].as_str().unwrap().contains("not in the egress allowlist"));
+    assert!(
+        first["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not in the egress allowlist")
+    );
     // The case (base64 is case-sensitive) survives in the detail.
-    assert!(first["detail"].as_str().unwrap().contains(exfil.trim_end_matches('.')), "{first}");
+    assert!(
+        first["detail"].as_str().unwrap().contains(exfil.trim_end_matches('.')),
+        "{first}"
+    );
     assert_eq!(entries[1]["qtype"], "TXT");
     assert_eq!(entries[2]["qtype"], "HTTPS");
 }
@@ -243,7 +269,10 @@ async fn allowed_names_are_forwarded_once_then_cached() {
     // The upstream saw the client's EDNS, under another ID.
     let seen = stub.seen.lock().unwrap()[0].clone();
     assert_eq!(seen.edns.as_ref().map(Edns::max_payload), Some(1232));
-    assert_ne!(seen.metadata.id, first.metadata.id, "fresh random ID upstream (1 in 65536 flake)");
+    assert_ne!(
+        seen.metadata.id, first.metadata.id,
+        "fresh random ID upstream (1 in 65536 flake)"
+    );
     // Any case, same cache entry.
     let r = f.ask("WWW.allowed.test.", RecordType::A).await;
     assert_eq!(r.answers[0].data, RData::A(A(Ipv4Addr::new(93, 184, 215, 14))));
@@ -319,7 +348,9 @@ async fn rebinding_answers_are_sinkholed_and_not_cached() {
 #[tokio::test]
 async fn truncated_upstream_answers_are_retried_over_tcp() {
     let stub = Stub::start(|q, tcp| {
-        let records = (1..=60).map(|i| a_record(q, Ipv4Addr::new(93, 184, 215, i), 60)).collect();
+        let records = (1..=60)
+            .map(|i| a_record(q, Ipv4Addr::new(93, 184, 215, i), 60))
+            .collect();
         let mut m = reply(q, records);
         if !tcp {
             m.answers.clear();
@@ -330,7 +361,9 @@ async fn truncated_upstream_answers_are_retried_over_tcp() {
     .await;
     let f = fixture(vec![stub.addr], |_| {});
     // Over TCP the client gets everything.
-    let r = f.ask_with(&query("big.allowed.test.", RecordType::A), Transport::Tcp).await;
+    let r = f
+        .ask_with(&query("big.allowed.test.", RecordType::A), Transport::Tcp)
+        .await;
     assert_eq!(r.answers.len(), 60);
     assert_eq!(stub.udp.load(Ordering::SeqCst), 1);
     assert_eq!(stub.tcp.load(Ordering::SeqCst), 1);
@@ -421,7 +454,11 @@ async fn malformed_queries_get_formerr_and_an_entry() {
     f.engine.report().await;
     let entries = f.entries();
     assert_eq!(entries.len(), 2);
-    assert!(entries[1]["reason"].as_str().unwrap().contains("2 messages dropped"), "{}", entries[1]);
+    assert!(
+        entries[1]["reason"].as_str().unwrap().contains("2 messages dropped"),
+        "{}",
+        entries[1]
+    );
 }
 
 #[tokio::test]
@@ -459,5 +496,20 @@ async fn over_the_rate_limit_is_refused_and_summarised() {
     f.engine.report().await;
     let entries = f.entries();
     assert_eq!(entries.len(), 1);
-    assert!(entries[0]["reason"].as_str().unwrap().contains("client 127.0.0.2: 8 queries refused"));
+    assert!(
+        entries[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("client 127.0.0.2: 8 queries refused")
+    );
+}
+
+#[test]
+fn the_sinkhole_is_never_its_own_upstream() {
+    let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+    assert!(is_self(at("127.0.0.1:5354"), at("127.0.0.1:5354")));
+    assert!(is_self(at("127.0.0.53:5354"), at("127.0.0.1:5354")));
+    assert!(is_self(at("127.0.0.1:53"), at("0.0.0.0:53")));
+    assert!(!is_self(at("127.0.0.53:53"), at("127.0.0.1:5354")));
+    assert!(!is_self(at("10.0.0.1:53"), at("127.0.0.1:53")));
 }

@@ -1,0 +1,195 @@
+//! The proxy under test: the real `secureops proxy` binary with a config
+//! written for the upstreams of this run.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::upstream::Upstreams;
+
+/// How long `secureops proxy` may take to print its listening lines.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long it may take to drain and write its closing entry.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The `[audit]` settings of one instance.
+#[derive(Debug, Clone)]
+pub struct AuditSpec {
+    /// Folder of the log and its key.
+    pub dir: PathBuf,
+    /// `batch` or `always`.
+    pub fsync: &'static str,
+}
+
+/// Names of the static DNS case: `s0.static.bench` ... (at most 100).
+pub fn static_names(n: usize) -> Vec<String> {
+    (0..n.min(100)).map(|i| format!("s{i}.static.bench")).collect()
+}
+
+/// The config of one instance: the upstreams by `[dns] hosts` names,
+/// loopback listed as a private destination, the DNS sinkhole forwarding
+/// `*.cached.bench` to the in-process upstream.
+pub fn config(up: &Upstreams, audit: &AuditSpec, max_connections: usize, static_count: usize) -> String {
+    let mut hosts = vec![
+        r#""echo.bench" = ["127.0.0.1"]"#.to_owned(),
+        r#""sink.bench" = ["127.0.0.1"]"#.to_owned(),
+        r#""source.bench" = ["127.0.0.1"]"#.to_owned(),
+        r#""web.bench" = ["127.0.0.1"]"#.to_owned(),
+    ];
+    for (i, name) in static_names(static_count).iter().enumerate() {
+        hosts.push(format!(r#""{name}" = ["1.2.3.{}"]"#, i + 1));
+    }
+    let dir = audit.dir.display().to_string().replace('\\', "\\\\").replace('"', "\\\"");
+    format!(
+        r#"# Written by secureops-bench for one run.
+[proxy]
+listen = "127.0.0.1:0"
+max_connections = {max_connections}
+
+[network]
+egress_allowlist = ["echo.bench:{echo}", "sink.bench:{sink}", "source.bench:{source}", "web.bench:{web}", "*.static.bench", "*.cached.bench"]
+private_destinations = ["127.0.0.0/8"]
+
+[dns]
+listen = "127.0.0.1:0"
+upstream = ["{dns}"]
+# One client (this benchmark) at tens of thousands of queries/s.
+client_rate = 0
+hosts = {{ {hosts} }}
+
+[audit]
+path = "{dir}/audit.jsonl"
+signing_key = "{dir}/audit.key"
+fsync = "{fsync}"
+"#,
+        echo = up.echo.port(),
+        sink = up.sink.port(),
+        source = up.source.port(),
+        web = up.web.port(),
+        dns = up.dns,
+        hosts = hosts.join(", "),
+        fsync = audit.fsync,
+    )
+}
+
+/// A running `secureops proxy`.
+#[derive(Debug)]
+pub struct Secureops {
+    /// Its name in the report.
+    pub name: String,
+    /// The explicit proxy listener.
+    pub addr: SocketAddr,
+    /// The DNS sinkhole.
+    pub dns: SocketAddr,
+    /// Its process.
+    pub pid: u32,
+    /// The audit log.
+    pub audit: PathBuf,
+    child: Child,
+    bin: PathBuf,
+}
+
+fn listening(line: &str, what: &str) -> Option<SocketAddr> {
+    line.trim().strip_prefix("listening ")?.strip_prefix(what)?.parse().ok()
+}
+
+impl Secureops {
+    /// Writes `config` to `work/NAME.toml`, starts the binary and waits for
+    /// both listening lines.
+    pub async fn start(bin: &Path, name: &str, work: &Path, config: &str) -> anyhow::Result<Self> {
+        let path = work.join(format!("{name}.toml"));
+        std::fs::write(&path, config).with_context(|| format!("write {}", path.display()))?;
+        let stderr = std::fs::File::create(work.join(format!("{name}.stderr")))?;
+        let mut child = Command::new(bin)
+            .arg("proxy")
+            .arg("-c")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("start {}", bin.display()))?;
+        let pid = child.id().context("no pid")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut addr, mut dns) = (None, None);
+        let started = tokio::time::timeout(START_TIMEOUT, async {
+            while addr.is_none() || dns.is_none() {
+                let Some(line) = lines.next_line().await? else {
+                    bail!("exited before listening");
+                };
+                addr = addr.or(listening(&line, "proxy="));
+                dns = dns.or(listening(&line, "dns="));
+            }
+            Ok(())
+        })
+        .await;
+        let log = || std::fs::read_to_string(work.join(format!("{name}.stderr"))).unwrap_or_default();
+        match started {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => bail!("{name}: {e}; stderr:\n{}", log()),
+            Err(_) => bail!("{name}: no listening lines within {START_TIMEOUT:?}; stderr:\n{}", log()),
+        }
+        // Keep reading stdout so that a late line never meets a closed pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let audit = config
+            .lines()
+            .find_map(|l| l.strip_prefix("path = \""))
+            .map(|p| PathBuf::from(p.trim_end_matches('"')))
+            .context("config without audit path")?;
+        Ok(Self {
+            name: name.to_owned(),
+            addr: addr.context("no proxy address")?,
+            dns: dns.context("no dns address")?,
+            pid,
+            audit,
+            child,
+            bin: bin.to_owned(),
+        })
+    }
+
+    /// SIGTERM, then waits for the clean exit (drain + closing entry);
+    /// then checks the audit log with `secureops audit verify`. Returns
+    /// its one-line verdict.
+    pub async fn stop(mut self) -> anyhow::Result<String> {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let status = match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
+            Ok(s) => s?,
+            Err(_) => {
+                let _ = self.child.kill().await;
+                bail!("{}: still running {STOP_TIMEOUT:?} after SIGTERM", self.name);
+            }
+        };
+        if !status.success() {
+            bail!("{}: exited with {status}", self.name);
+        }
+        let out = Command::new(&self.bin)
+            .args(["audit", "verify"])
+            .arg(&self.audit)
+            .output()
+            .await?;
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = all
+            .lines()
+            .find(|l| l.starts_with("ok "))
+            .or_else(|| all.lines().find(|l| !l.trim().is_empty()))
+            .unwrap_or_default()
+            .to_owned();
+        if !out.status.success() {
+            bail!("{}: audit verify failed: {text}", self.name);
+        }
+        Ok(text)
+    }
+}
