@@ -82,6 +82,28 @@ fn refusal_loop(ctx: &Arc<Ctx>, t: &Arc<Target>, clients: usize, s: &Settings) -
     })
 }
 
+/// A short unrecorded echo load on every target first: the first measured
+/// figures must not include connection pools, page faults and caches
+/// warming up.
+pub async fn warm_up(ctx: &Arc<Ctx>, targets: &[Arc<Target>], s: &Settings) {
+    let short = Settings {
+        duration: s.duration.min(Duration::from_millis(300)),
+        ..s.clone()
+    };
+    for t in targets {
+        let run = echo_loop(ctx, t, 4, &short).await;
+        if run.tally.errors > 0 {
+            eprintln!(
+                "  warm-up of {}: {} errors ({})",
+                t.name,
+                run.tally.errors,
+                run.tally.first_error.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    settle(s).await;
+}
+
 /// CONNECT → 200 → 64-byte echo → close, `clients` at once.
 pub async fn tunnel_setup(case: &'static str, ctx: &Arc<Ctx>, targets: &[Arc<Target>], s: &Settings) -> Vec<Row> {
     let mut rows = Vec::new();

@@ -227,7 +227,7 @@ enum Sink {
 
 impl Sink {
     fn line(&mut self, row: &Row) -> anyhow::Result<()> {
-        let text = row.json().to_string();
+        let text = row.json_line();
         match self {
             Sink::Stdout => {
                 let mut out = std::io::stdout().lock();
@@ -366,6 +366,9 @@ async fn bench(args: Args, s: Settings, bin: PathBuf) -> anyhow::Result<bool> {
         Ok(())
     };
     let started = std::time::Instant::now();
+    let mut everyone = targets.clone();
+    everyone.extend(audit_targets.iter().skip(2).cloned());
+    cases::warm_up(&ctx, &everyone, &s).await;
     for case in cases {
         match case {
             Case::Tunnel => emit(cases::tunnel_setup("tunnel_setup", &ctx, &targets, &s).await, "direct", &mut sink)?,
@@ -415,7 +418,8 @@ async fn bench(args: Args, s: Settings, bin: PathBuf) -> anyhow::Result<bool> {
     let mut verdicts = Vec::new();
     for p in proxies {
         let name = p.name.clone();
-        match p.stop().await {
+        let verify = (!args.smoke).then_some(Duration::from_secs(120));
+        match p.stop(verify).await {
             Ok(v) => verdicts.push(format!("{name}: audit verify: {v}")),
             Err(e) => stop_failures.push(format!("{e:#}")),
         }

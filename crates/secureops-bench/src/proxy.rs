@@ -155,9 +155,10 @@ impl Secureops {
     }
 
     /// SIGTERM, then waits for the clean exit (drain + closing entry);
-    /// then checks the audit log with `secureops audit verify`. Returns
-    /// its one-line verdict.
-    pub async fn stop(mut self) -> anyhow::Result<String> {
+    /// then, unless `verify` is `None`, checks the audit log with
+    /// `secureops audit verify` for at most that long. Returns its one-line
+    /// verdict.
+    pub async fn stop(mut self, verify: Option<Duration>) -> anyhow::Result<String> {
         if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
@@ -171,11 +172,18 @@ impl Secureops {
         if !status.success() {
             bail!("{}: exited with {status}", self.name);
         }
-        let out = Command::new(&self.bin)
+        let Some(limit) = verify else {
+            return Ok("not checked (--smoke)".into());
+        };
+        let verifying = Command::new(&self.bin)
             .args(["audit", "verify"])
             .arg(&self.audit)
-            .output()
-            .await?;
+            .kill_on_drop(true)
+            .output();
+        let Ok(out) = tokio::time::timeout(limit, verifying).await else {
+            return Ok(format!("not checked: not finished within {limit:?}"));
+        };
+        let out = out?;
         let all = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),

@@ -97,9 +97,25 @@ impl Row {
         row
     }
 
-    /// The JSON line.
-    pub fn json(&self) -> Value {
-        let mut m = Map::new();
+    /// The JSON line: `case` and `target` first, then the figures, then
+    /// the check (key order kept as written, for people reading it).
+    pub fn json_line(&self) -> String {
+        let fields = self.fields();
+        let mut out = String::from("{");
+        for (i, (k, v)) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&Value::from(k.as_str()).to_string());
+            out.push(':');
+            out.push_str(&v.to_string());
+        }
+        out.push('}');
+        out
+    }
+
+    fn fields(&self) -> Vec<(String, Value)> {
+        let mut m = Fields::default();
         m.insert("case".into(), json!(self.case));
         m.insert("target".into(), json!(self.target));
         m.insert("clients".into(), json!(self.clients));
@@ -149,7 +165,20 @@ impl Row {
         if let Some(e) = &self.first_error {
             m.insert("first_error".into(), json!(e));
         }
-        Value::Object(m)
+        m.0
+    }
+}
+
+/// Ordered JSON fields (a later insert of the same key replaces it).
+#[derive(Debug, Default)]
+struct Fields(Vec<(String, Value)>);
+
+impl Fields {
+    fn insert(&mut self, key: String, value: Value) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((key, value)),
+        }
     }
 }
 
@@ -159,7 +188,8 @@ fn round(x: f64, digits: i32) -> f64 {
 }
 
 /// Fills in the ratios of `rows` (one case) relative to the row of
-/// `base` (normally `direct`).
+/// `base` (normally `direct`). The idle-tunnel case compares memory only
+/// (how fast the tunnels were opened is not what it is about).
 pub fn ratios(rows: &mut [Row], base: &str) {
     let Some(b) = rows.iter().find(|r| r.target == base).cloned() else {
         return;
@@ -169,13 +199,16 @@ pub fn ratios(rows: &mut [Row], base: &str) {
             continue;
         }
         r.base = Some(base.to_owned());
+        let memory_only = r.case == "idle_tunnels";
         if let (Some((_, x)), Some((_, y))) = (r.rate, b.rate)
+            && !memory_only
             && y > 0.0
         {
             r.rate_ratio = Some(x / y);
         }
         if let (Some(x), Some(y)) = (r.lat, b.lat)
             && y.p99 > 0
+            && !memory_only
         {
             r.p99_ratio = Some(f64::from(x.p99) / f64::from(y.p99));
         }
@@ -195,6 +228,7 @@ fn rate_text(key: &str, rate: f64) -> String {
         "refusals_per_s" => "refusal/s",
         "queries_per_s" => "query/s",
         "exchanges_per_s" => "exch/s",
+        "tunnels_per_s" => "tunnel/s",
         _ => key,
     };
     if rate >= 100.0 {
@@ -216,13 +250,16 @@ pub fn table(rows: &[Row]) -> String {
     );
     out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for r in rows {
-        let (rate, rate_ratio) = match (r.rate, r.rss_kb) {
-            (_, Some(kb)) => (
-                format!("{} tunnels, {:.1} MiB", r.ok, kb as f64 / 1024.0),
-                r.rss_ratio.map_or_else(String::new, |x| format!("{x:.2}× RSS vs {}", r.base.as_deref().unwrap_or("?"))),
+        let (rate, rate_ratio) = match (r.case, r.rate, r.rss_kb) {
+            ("idle_tunnels", _, Some(kb)) => (
+                format!("{} open, RSS {:.1} MiB", r.ok, kb as f64 / 1024.0),
+                r.rss_ratio.map_or_else(String::new, |x| {
+                    format!("{x:.2}× RSS of {}", r.base.as_deref().unwrap_or("?"))
+                }),
             ),
-            (Some((k, v)), None) => (rate_text(k, v), ratio_text(r.rate_ratio)),
-            (None, None) => (String::new(), String::new()),
+            ("idle_tunnels", _, None) => (format!("{} open", r.ok), "(no proxy)".into()),
+            (_, Some((k, v)), _) => (rate_text(k, v), ratio_text(r.rate_ratio)),
+            (_, None, _) => (String::new(), String::new()),
         };
         let lat = |f: fn(&Latency) -> u32| r.lat.map_or_else(String::new, |l| f(&l).to_string());
         let check = if r.check.is_empty() {

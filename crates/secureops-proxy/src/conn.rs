@@ -15,6 +15,9 @@ pub(crate) struct Conn {
     pub buf: BytesMut,
     /// Longest wait for one read or write before the peer counts as gone.
     pub idle: Duration,
+    /// Refusals are a TCP reset, not an HTTP response (redirected
+    /// connections: the client never chose to talk to a proxy).
+    pub reset_on_refusal: bool,
 }
 
 /// Reading a head failed.
@@ -36,7 +39,8 @@ impl Conn {
             stream,
             buf: BytesMut::new(),
             idle,
-        }
+        reset_on_refusal: false,
+}
     }
 
     /// Reads more bytes into the buffer; `Ok(0)` at end of stream. A read

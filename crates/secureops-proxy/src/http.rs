@@ -60,7 +60,38 @@ fn split_target(target: &str) -> Result<(&str, String), Refusal> {
     Ok((authority, path))
 }
 
-/// Handles one absolute-form request whose head has been read.
+/// Where requests come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// The explicit proxy: absolute-form requests, the URL names the host.
+    Explicit,
+    /// A redirected connection to `port`: origin-form requests, exactly one
+    /// `Host` header names the host, decided again for every request.
+    Transparent {
+        /// The original destination port.
+        port: u16,
+    },
+}
+
+/// The authority and origin-form path of a redirected request: exactly one
+/// `Host` header; an absolute-form target must name the same host.
+fn transparent_target(head: &Head) -> Result<(String, String), Refusal> {
+    let mut hosts = head.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("host"));
+    let (Some((_, host)), None) = (hosts.next(), hosts.next()) else {
+        return Err(Refusal::Malformed("exactly one Host header is required".into()));
+    };
+    let host = std::str::from_utf8(host).map_err(|_| Refusal::Malformed("Host header is not text".into()))?.trim();
+    if head.target.starts_with('/') {
+        return Ok((host.to_owned(), head.target.clone()));
+    }
+    let (authority, path) = split_target(&head.target)?;
+    if !authority.eq_ignore_ascii_case(host) {
+        return Err(Refusal::Malformed("request target and Host header name different hosts".into()));
+    }
+    Ok((host.to_owned(), path))
+}
+
+/// Handles one request whose head has been read.
 pub(crate) async fn forward(
     ctx: &ProxyContext,
     client: &mut Conn,
@@ -68,18 +99,21 @@ pub(crate) async fn forward(
     cache: &mut Option<Upstream>,
     peer: Option<SocketAddr>,
     process: &Process,
+    mode: Mode,
 ) -> Next {
-    let (authority, path) = match split_target(&head.target) {
+    let target = match mode {
+        Mode::Explicit => split_target(&head.target).map(|(a, p)| (a.to_owned(), p)),
+        Mode::Transparent { .. } => transparent_target(&head),
+    };
+    let (authority, path) = match target {
         Ok(parts) => parts,
         Err(r) => return refuse(ctx, client, None, None, r).await,
     };
-    let peeked = match split_authority(authority) {
-        Ok((host, port)) => PeekedHost {
-            host: host.to_owned(),
-            port: port.unwrap_or(80),
-            via: Via::Http,
-        },
-        Err(e) => return refuse(ctx, client, None, None, Refusal::Malformed(e.to_string())).await,
+    let peeked = match (split_authority(&authority), mode) {
+        (Ok((host, port)), Mode::Explicit) => PeekedHost { host: host.to_owned(), port: port.unwrap_or(80), via: Via::Http },
+        // The connection goes where the client dialled: its port decides.
+        (Ok((host, _)), Mode::Transparent { port }) => PeekedHost { host: host.to_owned(), port, via: Via::HostHeader },
+        (Err(e), _) => return refuse(ctx, client, None, None, Refusal::Malformed(e.to_string())).await,
     };
     let req = match ctx.request(&peeked, peer) {
         Ok(req) => req.with_process(process.clone()),
@@ -112,7 +146,7 @@ pub(crate) async fn forward(
     if let Err(r) = ctx.record_allow(&peeked, &req, &ruling).await {
         return refuse_unrecorded(ctx, client, r).await;
     }
-    match exchange(ctx, client, &head, authority, &path, body, &mut upstream).await {
+    match exchange(ctx, client, &head, &authority, &path, body, &mut upstream).await {
         Ok((next, reuse)) => {
             if reuse {
                 *cache = Some(upstream);
@@ -320,6 +354,10 @@ pub(crate) async fn refuse(
 }
 
 async fn refuse_unrecorded(ctx: &ProxyContext, client: &mut Conn, r: Refusal) -> Next {
+    if client.reset_on_refusal {
+        let _ = socket2::SockRef::from(&client.stream).set_linger(Some(std::time::Duration::ZERO));
+        return Next::Close;
+    }
     respond_and_close(&mut client.stream, &r.response(), ctx.config.idle_timeout).await;
     Next::Close
 }

@@ -12,7 +12,8 @@ use tokio_util::task::TaskTracker;
 use crate::conn::{Conn, ReadHeadError};
 use crate::context::ProxyContext;
 use crate::decision::FailMode;
-use crate::http::{self, Next};
+use crate::attribution::Process;
+use crate::http::{self, Mode, Next};
 use crate::peek::http_head::{HeadError, parse_request};
 use crate::refusal::Refusal;
 use crate::transparent::handle_transparent;
@@ -122,7 +123,20 @@ async fn refuse_overloaded(stream: TcpStream, ctx: &ProxyContext) {
 /// Every error ends in a refusal (fail-closed, W0).
 pub async fn handle_connection(stream: TcpStream, peer: Option<SocketAddr>, ctx: &ProxyContext) {
     let process = ctx.attribute(peer, stream.local_addr().ok());
-    let mut client = Conn::new(stream, ctx.config.idle_timeout);
+    let client = Conn::new(stream, ctx.config.idle_timeout);
+    serve_http(ctx, client, Mode::Explicit, peer, &process).await;
+}
+
+/// The request loop of one HTTP/1 client connection: every request is
+/// read, decided, audited and forwarded on its own; CONNECT (explicit mode
+/// only) turns the connection into a tunnel.
+pub(crate) async fn serve_http(
+    ctx: &ProxyContext,
+    mut client: Conn,
+    mode: Mode,
+    peer: Option<SocketAddr>,
+    process: &Process,
+) {
     let mut cache = None;
     let mut first = true;
     loop {
@@ -154,9 +168,14 @@ pub async fn handle_connection(stream: TcpStream, peer: Option<SocketAddr>, ctx:
         };
         first = false;
         if head.method.eq_ignore_ascii_case("CONNECT") {
-            return tunnel(ctx, client, head, peer, &process).await;
+            if mode != Mode::Explicit {
+                let r = Refusal::Malformed("CONNECT on a redirected connection".into());
+                http::refuse(ctx, &mut client, None, None, r).await;
+                return;
+            }
+            return tunnel(ctx, client, head, peer, process).await;
         }
-        if http::forward(ctx, &mut client, head, &mut cache, peer, &process).await == Next::Close {
+        if http::forward(ctx, &mut client, head, &mut cache, peer, process, mode).await == Next::Close {
             return;
         }
     }

@@ -18,7 +18,7 @@ use crate::conn::{Conn, write_all};
 use crate::context::ProxyContext;
 use crate::decision::ConnectionRequest;
 use crate::peek::PeekedHost;
-use crate::peek::http_head::{HeadError, parse_request, split_authority};
+
 use crate::peek::tls_sni::{SniError, looks_like_tls, parse_sni};
 use crate::refusal::Refusal;
 use crate::relay::relay;
@@ -36,6 +36,8 @@ pub fn original_dst(stream: &TcpStream) -> std::io::Result<SocketAddr> {
 /// What the first bytes showed.
 enum Seen {
     Host(String, Via),
+    /// An HTTP request: handled request by request.
+    Http,
     Nothing,
 }
 
@@ -51,6 +53,13 @@ pub async fn handle_transparent(stream: TcpStream, peer: Option<SocketAddr>, ctx
     let mut client = Conn::new(stream, ctx.config.idle_timeout);
     let process = ctx.attribute(peer, Some(orig));
     let peeked = match peek(&mut client, ctx.config.peek_timeout).await {
+        Ok(Seen::Http) => {
+            // Every request is decided on its own Host (a keep-alive
+            // request cannot name another virtual host of the same server).
+            client.reset_on_refusal = true;
+            let mode = crate::http::Mode::Transparent { port: orig.port() };
+            return crate::server::serve_http(ctx, client, mode, peer, &process).await;
+        }
         Ok(Seen::Host(host, via)) => PeekedHost { host, port: orig.port(), via },
         Ok(Seen::Nothing) => PeekedHost { host: ip_text(orig.ip()), port: orig.port(), via: Via::Ip },
         Err(r) => {
@@ -106,24 +115,7 @@ async fn peek(client: &mut Conn, window: Duration) -> Result<Seen, Refusal> {
                     Err(e) => return Err(Refusal::UnreadableHandshake(e.to_string())),
                 }
             } else if starts_like_http(&client.buf) {
-                match parse_request(&client.buf) {
-                    Ok(head) => {
-                        let host = head
-                            .header("host")
-                            .and_then(|h| std::str::from_utf8(h).ok())
-                            .map(str::trim)
-                            .filter(|h| !h.is_empty());
-                        return match host {
-                            Some(h) => match split_authority(h) {
-                                Ok((name, _)) => Ok(Seen::Host(name.to_owned(), Via::HostHeader)),
-                                Err(e) => Err(Refusal::Malformed(e.to_string())),
-                            },
-                            None => Ok(Seen::Nothing),
-                        };
-                    }
-                    Err(HeadError::Incomplete) => {}
-                    Err(e) => return Err(Refusal::Malformed(e.to_string())),
-                }
+                return Ok(Seen::Http);
             } else {
                 return Ok(Seen::Nothing);
             }

@@ -46,7 +46,7 @@ pub struct Config {
     pub audit: AuditSection,
     /// `[context]`
     pub context: ContextSection,
-    /// `[escalation]` (accepted; enforced by a later version, see README)
+    /// `[escalation]`: the control socket and how long a held request waits
     pub escalation: EscalationSection,
 }
 

@@ -20,10 +20,6 @@ use crate::config::{self, Loaded};
 pub(crate) enum DnsListen {
     /// UDP and TCP on `[dns] listen`.
     Configured,
-    /// Sockets bound elsewhere (one address for both), e.g. inside the
-    /// agent's network namespace.
-    #[allow(dead_code, reason = "for `secureops run` confinement, which hands over its own sockets")]
-    Sockets(std::net::UdpSocket, std::net::TcpListener),
     /// No sinkhole.
     Off,
 }
@@ -46,7 +42,8 @@ impl Guard {
     /// Starts the proxy (on `listen`, else `[proxy] listen`) and, when no
     /// `listen` override is given (`secureops proxy`), the DNS sinkhole on
     /// `[dns] listen`. With an override (`secureops run` on an ephemeral
-    /// port) no sinkhole is started; use [`Guard::start_with`] for one.
+    /// port) no sinkhole is started: `run` binds its own inside the
+    /// command's namespace ([`Guard::start_confined`]).
     pub(crate) async fn start(
         loaded: &Loaded,
         audit_path: Option<&Path>,
@@ -108,10 +105,6 @@ impl Guard {
             DnsListen::Configured => Some(
                 DnsSinkhole::bind(dns_config, policy, audit.clone())
                     .with_context(|| format!("cannot start the DNS sinkhole on {}", loaded.raw.dns.listen))?,
-            ),
-            DnsListen::Sockets(udp, tcp) => Some(
-                DnsSinkhole::from_std(udp, tcp, dns_config, policy, audit.clone())
-                    .context("cannot start the DNS sinkhole")?,
             ),
             DnsListen::Off => None,
         };

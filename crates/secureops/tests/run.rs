@@ -100,8 +100,19 @@ impl FakeInternet {
             .spawn()
             .unwrap();
         fake.children.push(canary);
+        let plain = Command::new("ip")
+            .args(["netns", "exec", &ns, "python3", "-m", "http.server", "80", "--bind", &fake.allowed])
+            .current_dir(fake.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        fake.children.push(plain);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !(fake.counts.exists() && std::net::TcpStream::connect((fake.allowed.as_str(), 443)).is_ok()) {
+        while !(fake.counts.exists()
+            && std::net::TcpStream::connect((fake.allowed.as_str(), 443)).is_ok()
+            && std::net::TcpStream::connect((fake.allowed.as_str(), 80)).is_ok())
+        {
             assert!(Instant::now() < deadline, "fake internet did not come up");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -241,6 +252,36 @@ fn the_command_cannot_leave_its_namespace_or_change_its_rules() {
     for want in ["NSENTER=contained", "NFT=refused", "ROUTE=refused", "CapEff:\t0000000000000000"] {
         assert!(text.contains(want), "missing {want}: {text}");
     }
+}
+
+#[test]
+fn redirected_plain_http_is_decided_request_by_request() {
+    let Some(net) = FakeInternet::start() else { return };
+    let config = net.config();
+    let log = net.dir.path().join("audit.jsonl");
+    // One keep-alive connection to the allowed server's address: the first
+    // request names the allowed host, the second another one.
+    let script = r#"python3 -c '
+import socket
+s = socket.create_connection(("allowed.test", 80), timeout=5)
+s.sendall(b"GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+first = s.recv(65536)
+print("FIRST=" + first.split(b"\r\n")[0].decode())
+try:
+    s.sendall(b"GET / HTTP/1.1\r\nHost: denied.test\r\n\r\n")
+    rest = s.recv(65536)
+    print("SECOND=" + (rest.split(b"\r\n")[0].decode() or "closed"))
+except OSError as e:
+    print("SECOND=reset")
+'"#;
+    let out = run(&config, &log, script);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("FIRST=HTTP/1.0 200 OK"), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("SECOND=reset") || text.contains("SECOND=closed"), "{text}");
+    let entries: Vec<_> = support::read_entries(&log).into_iter().filter(|e| e["kind"] == "egress").collect();
+    let hosts: Vec<_> = entries.iter().map(|e| (e["host"].as_str().unwrap_or(""), e["decision"].as_str().unwrap_or(""), e["via"].as_str().unwrap_or(""))).collect();
+    assert!(hosts.contains(&("allowed.test", "allow", "host-header")), "{hosts:?}");
+    assert!(hosts.contains(&("denied.test", "deny", "host-header")), "{hosts:?}");
 }
 
 #[test]

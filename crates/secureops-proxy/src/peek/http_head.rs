@@ -288,7 +288,7 @@ mod tests {
         assert_eq!(h.method, "CONNECT");
         assert_eq!(h.target, "example.com:443");
         assert_eq!(h.version, 1);
-        assert_eq!(h.len, 56);
+        assert_eq!(h.len, 59);
     }
 
     #[test]
