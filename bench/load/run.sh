@@ -19,7 +19,9 @@
 # Environment: DURATION (seconds per measurement, default 3), PEERS
 # (default "tinyproxy squid"), OUT (results folder, default
 # target/bench-load), BUILD=0 (use the binaries already built), SECUREOPS
-# (the binary under test, default target/release/secureops).
+# (the binary under test, default target/release/secureops), DNSMASQ=1
+# (afterwards, bench/dns/run.sh: the sinkhole next to dnsmasq, measured
+# with dnsperf; about 30 s more).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 here=bench/load
@@ -130,6 +132,11 @@ set +e
   --json "$OUT/results.jsonl" "$@" | tee "$OUT/table.md"
 status=${PIPESTATUS[0]}
 set -e
+if [ "${DNSMASQ:-0}" = 1 ] && [ -x bench/dns/run.sh ]; then
+  echo >&2
+  echo "DNS sinkhole vs dnsmasq (bench/dns/run.sh):" >&2
+  DURATION=$DURATION bench/dns/run.sh | tee "$OUT/dns-dnsmasq.md"
+fi
 echo >&2
 echo "results: $OUT/results.jsonl (one JSON line per measurement), $OUT/table.md" >&2
 exit "$status"

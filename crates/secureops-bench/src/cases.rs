@@ -416,7 +416,7 @@ pub async fn dns_cases(targets: &[DnsTarget], s: &Settings) -> Vec<Vec<Row>> {
 
 /// Opens one tunnel to the echo upstream and makes sure it relays.
 async fn open_idle(ctx: &Ctx, t: &Target) -> anyhow::Result<Conn> {
-    let mut c = client::open(ctx, t, Up::Echo).await?;
+    let mut c = client::open(ctx, t, Up::IdleEcho).await?;
     c.stream.write_all(b"i").await?;
     let b = c.read_n(1).await?;
     if b != b"i" {

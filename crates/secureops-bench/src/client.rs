@@ -53,6 +53,8 @@ pub enum Up {
     Source,
     /// HTTP server.
     Web,
+    /// The echo of the idle case, in its own process.
+    IdleEcho,
 }
 
 /// Shared by every operation: the upstreams and the names of things.
@@ -60,6 +62,8 @@ pub enum Up {
 pub struct Ctx {
     /// Upstream addresses.
     pub up: Upstreams,
+    /// The idle case's echo (another process), when it runs.
+    pub idle_echo: Option<SocketAddr>,
 }
 
 impl Ctx {
@@ -70,6 +74,7 @@ impl Ctx {
             Up::Sink => self.up.sink,
             Up::Source => self.up.source,
             Up::Web => self.up.web,
+            Up::IdleEcho => self.idle_echo.unwrap_or(self.up.echo),
         }
     }
 
@@ -84,6 +89,7 @@ impl Ctx {
                     Up::Sink => "sink",
                     Up::Source => "source",
                     Up::Web => "web",
+                    Up::IdleEcho => "idle",
                 };
                 format!("{name}.bench:{port}")
             }

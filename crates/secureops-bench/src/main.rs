@@ -126,6 +126,9 @@ struct Args {
     /// CI smoke run: short and small, correctness only.
     #[arg(long)]
     smoke: bool,
+    /// Internal: serve the idle case's echo upstream until stdin closes.
+    #[arg(long, hide = true)]
+    serve_echo: bool,
 }
 
 /// A `--peer`.
@@ -189,16 +192,29 @@ fn settings(a: &Args) -> anyhow::Result<Settings> {
     Ok(s)
 }
 
+/// Descriptors a proxy needs besides two per tunnel (listeners, audit
+/// log, DNS sockets, runtime).
+const FD_SLACK: u64 = 256;
+
 fn run(args: Args) -> anyhow::Result<bool> {
+    if args.serve_echo {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        rt.block_on(proxy::serve_echo_until_stdin_closes())?;
+        return Ok(true);
+    }
     let mut s = settings(&args)?;
-    // The benchmark holds both ends of every idle tunnel (client and
-    // upstream side), and so does the proxy.
-    let want = 2 * s.idle_tunnels as u64 + 8192;
+    // A proxy holds both ends of every idle tunnel; the benchmark holds the
+    // client ends, its echo process the upstream ends. Child processes
+    // inherit the limit raised here.
+    let want = 2 * s.idle_tunnels as u64 + FD_SLACK;
     let have = procstat::raise_nofile(want);
     if have < want {
-        let fit = (have.saturating_sub(8192) / 2) as usize;
+        let fit = (have.saturating_sub(FD_SLACK) / 2) as usize;
         eprintln!(
-            "note: open-file limit {have} < {want}: idle case reduced to {fit} tunnels (run as root or raise `ulimit -n`)"
+            "note: open-file limit {have} (cannot be raised here) < {want}: idle case reduced to {fit} tunnels"
         );
         s.idle_tunnels = fit;
     }
@@ -273,7 +289,14 @@ async fn bench(args: Args, s: Settings, bin: PathBuf) -> anyhow::Result<bool> {
     std::fs::create_dir_all(&base)?;
     let work = tempfile::Builder::new().prefix("secureops-bench.").tempdir_in(&base)?;
     let up = Upstreams::start().await.context("start upstreams")?;
-    let ctx = Arc::new(Ctx { up });
+    let idle_echo = match cases.contains(&Case::Idle) {
+        true => Some(proxy::EchoProcess::start().await?),
+        false => None,
+    };
+    let ctx = Arc::new(Ctx {
+        up,
+        idle_echo: idle_echo.as_ref().map(|e| e.addr),
+    });
     let max_connections = (s.idle_tunnels + 1024).max(10_000);
 
     // The proxies under test.
@@ -299,7 +322,7 @@ async fn bench(args: Args, s: Settings, bin: PathBuf) -> anyhow::Result<bool> {
             dir: dir.clone(),
             fsync,
         };
-        let config = proxy::config(&up, &spec, max_connections, s.dns_names);
+        let config = proxy::config(&up, ctx.idle_echo, &spec, max_connections, s.dns_names);
         proxies.push(Secureops::start(&bin, name, work.path(), &config).await?);
     }
     let direct = Arc::new(Target {
@@ -425,6 +448,7 @@ async fn bench(args: Args, s: Settings, bin: PathBuf) -> anyhow::Result<bool> {
         }
     }
     drop(tmp_keep);
+    drop(idle_echo);
     if args.keep {
         let kept = work.keep();
         eprintln!("work folder kept: {}", kept.display());

@@ -34,8 +34,26 @@ pub fn static_names(n: usize) -> Vec<String> {
 /// The config of one instance: the upstreams by `[dns] hosts` names,
 /// loopback listed as a private destination, the DNS sinkhole forwarding
 /// `*.cached.bench` to the in-process upstream.
-pub fn config(up: &Upstreams, audit: &AuditSpec, max_connections: usize, static_count: usize) -> String {
+pub fn config(
+    up: &Upstreams,
+    idle_echo: Option<SocketAddr>,
+    audit: &AuditSpec,
+    max_connections: usize,
+    static_count: usize,
+) -> String {
+    let mut rules = vec![
+        format!("\"echo.bench:{}\"", up.echo.port()),
+        format!("\"sink.bench:{}\"", up.sink.port()),
+        format!("\"source.bench:{}\"", up.source.port()),
+        format!("\"web.bench:{}\"", up.web.port()),
+    ];
+    if let Some(idle) = idle_echo {
+        rules.push(format!("\"idle.bench:{}\"", idle.port()));
+    }
+    rules.push("\"*.static.bench\"".into());
+    rules.push("\"*.cached.bench\"".into());
     let mut hosts = vec![
+        r#""idle.bench" = ["127.0.0.1"]"#.to_owned(),
         r#""echo.bench" = ["127.0.0.1"]"#.to_owned(),
         r#""sink.bench" = ["127.0.0.1"]"#.to_owned(),
         r#""source.bench" = ["127.0.0.1"]"#.to_owned(),
@@ -52,7 +70,7 @@ listen = "127.0.0.1:0"
 max_connections = {max_connections}
 
 [network]
-egress_allowlist = ["echo.bench:{echo}", "sink.bench:{sink}", "source.bench:{source}", "web.bench:{web}", "*.static.bench", "*.cached.bench"]
+egress_allowlist = [{rules}]
 private_destinations = ["127.0.0.0/8"]
 
 [dns]
@@ -67,14 +85,60 @@ path = "{dir}/audit.jsonl"
 signing_key = "{dir}/audit.key"
 fsync = "{fsync}"
 "#,
-        echo = up.echo.port(),
-        sink = up.sink.port(),
-        source = up.source.port(),
-        web = up.web.port(),
+        rules = rules.join(", "),
         dns = up.dns,
         hosts = hosts.join(", "),
         fsync = audit.fsync,
     )
+}
+
+/// The idle case's echo upstream: this binary again with `--serve-echo`,
+/// so that the client and upstream ends of the idle tunnels are in two
+/// processes (each under its own open-file limit). It exits when its
+/// stdin closes, i.e. when this is dropped.
+#[derive(Debug)]
+pub struct EchoProcess {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    _child: Child,
+}
+
+impl EchoProcess {
+    /// Starts it and waits for its address.
+    pub async fn start() -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .arg("--serve-echo")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("start the idle echo process")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(START_TIMEOUT, lines.next_line())
+            .await
+            .context("idle echo process: no address")??
+            .unwrap_or_default();
+        let addr = listening(&line, "echo=").with_context(|| format!("idle echo process said {line:?}"))?;
+        Ok(Self { addr, _child: child })
+    }
+}
+
+/// `--serve-echo`: serves the echo upstream until stdin closes.
+pub async fn serve_echo_until_stdin_closes() -> anyhow::Result<()> {
+    use std::io::{Read as _, Write as _};
+    let addr = crate::upstream::serve_echo().await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening echo={addr}")?;
+    out.flush()?;
+    drop(out);
+    tokio::task::spawn_blocking(|| {
+        let mut buf = [0u8; 64];
+        while std::io::stdin().read(&mut buf).is_ok_and(|n| n > 0) {}
+    })
+    .await?;
+    Ok(())
 }
 
 /// A running `secureops proxy`.

@@ -6,6 +6,7 @@
 //! | sink | 64 KiB blocks; a block starting with 0xFF is the last one, answered with the byte count (u64, big-endian) |
 //! | source | reads `N\n`, then waits for the client's end of stream (half-close), then sends N bytes and closes |
 //! | web | HTTP/1.1 keep-alive, 64-byte body for every GET; `CONNECT` is answered 403 (the direct path's refusal) |
+//! | idle echo | the echo, in a child process (`--serve-echo`), for the idle tunnels |
 //! | dns | UDP, authoritative: `*.cached.bench` and `*.static.bench` A 1.2.3.4, everything else NXDOMAIN |
 
 use std::net::SocketAddr;
@@ -55,6 +56,12 @@ impl Upstreams {
             dns: serve_dns().await?,
         })
     }
+}
+
+/// Serves only the echo upstream (the idle case's own process, so that
+/// the benchmark holds only the client ends of the idle tunnels).
+pub async fn serve_echo() -> std::io::Result<SocketAddr> {
+    serve(echo).await
 }
 
 async fn serve<F, Fut>(handler: F) -> std::io::Result<SocketAddr>

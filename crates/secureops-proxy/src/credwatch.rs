@@ -31,6 +31,9 @@ pub struct WatchError(String);
 /// The watcher and the taints it recorded.
 #[derive(Debug)]
 pub struct CredWatch {
+    /// Until when (ms since boot) every process counts as tainted because
+    /// the kernel's event queue overflowed and opens may have been lost.
+    overflow_until: std::sync::atomic::AtomicU64,
     fan: Mutex<Fanotify>,
     /// Permission events on credential files already seen (`None` when the
     /// kernel refuses a content-class group).
@@ -68,7 +71,7 @@ impl CredWatch {
             EventFFlags::O_RDONLY | EventFFlags::O_LARGEFILE | EventFFlags::O_CLOEXEC,
         )
         .ok();
-        let watch = Arc::new(Self { fan: Mutex::new(fan), perm, wake, globs, taints: Mutex::new(store) });
+        let watch = Arc::new(Self { overflow_until: Default::default(), fan: Mutex::new(fan), perm, wake, globs, taints: Mutex::new(store) });
         let worker = Arc::clone(&watch);
         std::thread::Builder::new()
             .name("secureops-credwatch".into())
@@ -185,6 +188,15 @@ impl CredWatch {
             let caught_up = events.len() < FULL;
             seen += events.len();
             for event in events {
+                if event.mask().contains(MaskFlags::FAN_Q_OVERFLOW) {
+                    // Opens were lost: fail closed, treating everyone as
+                    // tainted for one window.
+                    let window = self.taints.lock().map(|t| t.window_ms()).unwrap_or(30_000);
+                    let until = procinfo::now_ms() + window;
+                    self.overflow_until.fetch_max(until, std::sync::atomic::Ordering::Relaxed);
+                    tracing::error!("fanotify queue overflowed: credential opens may be lost; every process counts as tainted for {window} ms");
+                    continue;
+                }
                 let Some(fd) = event.fd() else { continue };
                 let Ok(path) = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd))) else {
                     continue;
@@ -201,8 +213,17 @@ impl CredWatch {
     /// The taint that applies to `pid` now (after draining queued events).
     pub fn taint_of(&self, pid: u32) -> Option<Taint> {
         self.sync();
-        let facts = procinfo::facts(pid)?;
         let now = procinfo::now_ms();
+        if now < self.overflow_until.load(std::sync::atomic::Ordering::Relaxed) {
+            return Some(Taint {
+                path: "(unknown: credential-open events were lost)".into(),
+                pid,
+                start_ms: 0,
+                pgid: 0,
+                at_ms: now,
+            });
+        }
+        let facts = procinfo::facts(pid)?;
         let mut store = self.taints.lock().ok()?;
         store.expire(now);
         store.lookup(&facts, now).cloned()

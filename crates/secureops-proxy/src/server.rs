@@ -89,7 +89,11 @@ impl EgressProxy {
                         drop(permit);
                     });
                 }
-                Err(_) if self.transparent => drop(stream),
+                // Redirected clients get a reset (no entry: the flood
+                // itself is the signal; `max_connections` bounds the work).
+                Err(_) if self.transparent => {
+                    let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
+                }
                 Err(_) => match Arc::clone(&refusals).try_acquire_owned() {
                     Ok(permit) => {
                         tracker.spawn(async move {
@@ -122,7 +126,7 @@ async fn refuse_overloaded(stream: TcpStream, ctx: &ProxyContext) {
 /// without ever contacting the upstream (`Deny`/`Escalate`: 0 bytes leave).
 /// Every error ends in a refusal (fail-closed, W0).
 pub async fn handle_connection(stream: TcpStream, peer: Option<SocketAddr>, ctx: &ProxyContext) {
-    let process = ctx.attribute(peer, stream.local_addr().ok());
+    let process = ctx.attribute_off_thread(peer, stream.local_addr().ok()).await;
     let client = Conn::new(stream, ctx.config.idle_timeout);
     serve_http(ctx, client, Mode::Explicit, peer, &process).await;
 }

@@ -47,11 +47,15 @@ pub async fn handle_transparent(stream: TcpStream, peer: Option<SocketAddr>, ctx
         Ok(addr) => addr,
         Err(e) => {
             tracing::warn!(error = %e, "no original destination; resetting");
+            let r = Refusal::Malformed(format!("no original destination: {e}"));
+            let mut f = secureops_audit::AuditFinding::new(secureops_audit::Kind::Egress, r.verdict(), r.to_string());
+            f.via = Some(Via::Ip);
+            let _ = ctx.record(f).await;
             return reset(stream);
         }
     };
     let mut client = Conn::new(stream, ctx.config.idle_timeout);
-    let process = ctx.attribute(peer, Some(orig));
+    let process = ctx.attribute_off_thread(peer, Some(orig)).await;
     let peeked = match peek(&mut client, ctx.config.peek_timeout).await {
         Ok(Seen::Http) => {
             // Every request is decided on its own Host (a keep-alive

@@ -59,10 +59,10 @@ pub(crate) async fn tunnel(ctx: &ProxyContext, mut client: Conn, head: Head, pee
         },
         Err(r) => return refuse(ctx, client, Some(&peeked), Some(&req), r).await,
     };
-    if write_all(&mut client.stream, ESTABLISHED, ctx.config.idle_timeout)
-        .await
-        .is_err()
-    {
+    if let Err(e) = write_all(&mut client.stream, ESTABLISHED, ctx.config.idle_timeout).await {
+        // Still one entry: the client went away before the tunnel opened.
+        let r = Refusal::Malformed(format!("client gone before the tunnel opened: {e}"));
+        ctx.record_refusal(Some(&peeked), Some(&req), &r, None).await;
         return;
     }
     match peek(&mut client, &upstream, ctx.config.peek_timeout).await {

@@ -101,7 +101,7 @@ impl FakeInternet {
             .unwrap();
         fake.children.push(canary);
         let plain = Command::new("ip")
-            .args(["netns", "exec", &ns, "python3", "-m", "http.server", "80", "--bind", &fake.allowed])
+            .args(["netns", "exec", &ns, "python3", "-m", "http.server", "--protocol", "HTTP/1.1", "80", "--bind", &fake.allowed])
             .current_dir(fake.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -264,19 +264,32 @@ fn redirected_plain_http_is_decided_request_by_request() {
     let script = r#"python3 -c '
 import socket
 s = socket.create_connection(("allowed.test", 80), timeout=5)
+def response():
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = [int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+    while length and len(body) < length[0]:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head
 s.sendall(b"GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
-first = s.recv(65536)
-print("FIRST=" + first.split(b"\r\n")[0].decode())
+print("FIRST=" + response().split(b"\r\n")[0].decode())
 try:
     s.sendall(b"GET / HTTP/1.1\r\nHost: denied.test\r\n\r\n")
-    rest = s.recv(65536)
-    print("SECOND=" + (rest.split(b"\r\n")[0].decode() or "closed"))
+    print("SECOND=" + (response().split(b"\r\n")[0].decode() or "closed"))
 except OSError as e:
     print("SECOND=reset")
 '"#;
     let out = run(&config, &log, script);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("FIRST=HTTP/1.0 200 OK"), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("FIRST=HTTP/1.1 200 OK"), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("SECOND=reset") || text.contains("SECOND=closed"), "{text}");
     let entries: Vec<_> = support::read_entries(&log).into_iter().filter(|e| e["kind"] == "egress").collect();
     let hosts: Vec<_> = entries.iter().map(|e| (e["host"].as_str().unwrap_or(""), e["decision"].as_str().unwrap_or(""), e["via"].as_str().unwrap_or(""))).collect();
