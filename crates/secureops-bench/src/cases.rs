@@ -122,7 +122,14 @@ pub async fn denied(ctx: &Arc<Ctx>, targets: &[Arc<Target>], s: &Settings) -> Ve
     for t in targets {
         progress("denied_connect", &t.name);
         let (run, usage) = watched(t, refusal_loop(ctx, t, s.clients, s)).await;
-        rows.push(Row::from_run("denied_connect", t, s.clients, run, usage, "refusals_per_s"));
+        rows.push(Row::from_run(
+            "denied_connect",
+            t,
+            s.clients,
+            run,
+            usage,
+            "refusals_per_s",
+        ));
         settle(s).await;
     }
     rows
@@ -272,7 +279,8 @@ pub async fn flood(ctx: &Arc<Ctx>, targets: &[Arc<Target>], s: &Settings) -> (Ve
             && b.p99 > 0
         {
             let r = f64::from(a.p99) / f64::from(b.p99);
-            row.extra.insert("p99_vs_no_flood".into(), json!((r * 1000.0).round() / 1000.0));
+            row.extra
+                .insert("p99_vs_no_flood".into(), json!((r * 1000.0).round() / 1000.0));
         }
         if flood_run.tally.errors > 0 {
             row.check.push(format!(
@@ -529,12 +537,14 @@ pub async fn idle(ctx: &Arc<Ctx>, targets: &[Arc<Target>], s: &Settings) -> Vec<
         row.extra.insert("tunnels_requested".into(), json!(n));
         row.extra.insert("tunnels_opened".into(), json!(opened));
         row.extra.insert("tunnels_alive".into(), json!(alive));
-        row.extra.insert("open_s".into(), json!((open_s * 100.0).round() / 100.0));
+        row.extra
+            .insert("open_s".into(), json!((open_s * 100.0).round() / 100.0));
         if let (Some(r), Some(b)) = (rss, baseline) {
             row.extra.insert("rss_baseline_kb".into(), json!(b));
             if opened > 0 {
                 let per = (r.saturating_sub(b)) as f64 / opened as f64;
-                row.extra.insert("rss_per_tunnel_kb".into(), json!((per * 100.0).round() / 100.0));
+                row.extra
+                    .insert("rss_per_tunnel_kb".into(), json!((per * 100.0).round() / 100.0));
             }
         }
         if opened < n {

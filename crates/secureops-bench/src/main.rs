@@ -213,9 +213,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
     let have = procstat::raise_nofile(want);
     if have < want {
         let fit = (have.saturating_sub(FD_SLACK) / 2) as usize;
-        eprintln!(
-            "note: open-file limit {have} (cannot be raised here) < {want}: idle case reduced to {fit} tunnels"
-        );
+        eprintln!("note: open-file limit {have} (cannot be raised here) < {want}: idle case reduced to {fit} tunnels");
         s.idle_tunnels = fit;
     }
     let bin = match &args.secureops {
@@ -394,7 +392,11 @@ async fn bench(args: Args, s: Settings, bin: PathBuf) -> anyhow::Result<bool> {
     cases::warm_up(&ctx, &everyone, &s).await;
     for case in cases {
         match case {
-            Case::Tunnel => emit(cases::tunnel_setup("tunnel_setup", &ctx, &targets, &s).await, "direct", &mut sink)?,
+            Case::Tunnel => emit(
+                cases::tunnel_setup("tunnel_setup", &ctx, &targets, &s).await,
+                "direct",
+                &mut sink,
+            )?,
             Case::Denied => emit(cases::denied(&ctx, &targets, &s).await, "direct", &mut sink)?,
             Case::Http => emit(cases::http_get(&ctx, &targets, &s).await, "direct", &mut sink)?,
             Case::Bulk => {
@@ -413,7 +415,11 @@ async fn bench(args: Args, s: Settings, bin: PathBuf) -> anyhow::Result<bool> {
                 for r in &mut rows {
                     if let Some((_, fs)) = audit_fs.iter().find(|(n, _)| *n == r.target) {
                         r.extra.insert("audit_fs".into(), serde_json::json!(fs));
-                        let fsync = if r.target.ends_with("always") { "always" } else { "batch" };
+                        let fsync = if r.target.ends_with("always") {
+                            "always"
+                        } else {
+                            "batch"
+                        };
                         r.extra.insert("audit_fsync".into(), serde_json::json!(fsync));
                     }
                     if let (Some((_, b)), Some((_, x))) = (batch, r.rate)
@@ -473,7 +479,9 @@ async fn bench(args: Args, s: Settings, bin: PathBuf) -> anyhow::Result<bool> {
     if strict_failures.is_empty() && stop_failures.is_empty() {
         text.push_str("- correctness: every check passed for direct and secureops");
         if peer_failures > 0 {
-            text.push_str(&format!(" ({peer_failures} failed checks on peer proxies, see the table)"));
+            text.push_str(&format!(
+                " ({peer_failures} failed checks on peer proxies, see the table)"
+            ));
         }
         text.push('\n');
     } else {

@@ -62,7 +62,12 @@ pub fn config(
     for (i, name) in static_names(static_count).iter().enumerate() {
         hosts.push(format!(r#""{name}" = ["1.2.3.{}"]"#, i + 1));
     }
-    let dir = audit.dir.display().to_string().replace('\\', "\\\\").replace('"', "\\\"");
+    let dir = audit
+        .dir
+        .display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
     format!(
         r#"# Written by secureops-bench for one run.
 [proxy]
@@ -198,7 +203,10 @@ impl Secureops {
         match started {
             Ok(Ok(())) => {}
             Ok(Err(e)) => bail!("{name}: {e}; stderr:\n{}", log()),
-            Err(_) => bail!("{name}: no listening lines within {START_TIMEOUT:?}; stderr:\n{}", log()),
+            Err(_) => bail!(
+                "{name}: no listening lines within {START_TIMEOUT:?}; stderr:\n{}",
+                log()
+            ),
         }
         // Keep reading stdout so that a late line never meets a closed pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });

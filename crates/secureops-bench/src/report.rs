@@ -56,7 +56,14 @@ pub struct Row {
 impl Row {
     /// A row from a closed-loop run; `rate_key` names the rate
     /// (`conns_per_s`, `requests_per_s`, ...).
-    pub fn from_run(case: &'static str, target: &crate::client::Target, clients: usize, mut run: Run, usage: Usage, rate_key: &'static str) -> Self {
+    pub fn from_run(
+        case: &'static str,
+        target: &crate::client::Target,
+        clients: usize,
+        mut run: Run,
+        usage: Usage,
+        rate_key: &'static str,
+    ) -> Self {
         let rate = run.rate();
         let mut row = Self {
             case,
@@ -160,7 +167,11 @@ impl Row {
         }
         m.insert(
             "check".into(),
-            if self.check.is_empty() { json!("ok") } else { json!(self.check) },
+            if self.check.is_empty() {
+                json!("ok")
+            } else {
+                json!(self.check)
+            },
         );
         if let Some(e) = &self.first_error {
             m.insert("first_error".into(), json!(e));

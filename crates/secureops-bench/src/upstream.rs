@@ -133,7 +133,10 @@ async fn source(mut s: TcpStream) -> std::io::Result<()> {
             return Ok(());
         }
     }
-    let Some(n) = std::str::from_utf8(&line).ok().and_then(|l| l.trim().parse::<u64>().ok()) else {
+    let Some(n) = std::str::from_utf8(&line)
+        .ok()
+        .and_then(|l| l.trim().parse::<u64>().ok())
+    else {
         return Ok(());
     };
     // Only once the client's end of stream has come through: the answer is

@@ -19,8 +19,8 @@
 #![forbid(unsafe_code)]
 
 pub mod allowlist;
-pub mod context;
 pub mod cidr;
+pub mod context;
 pub mod destination;
 pub mod normalize;
 pub mod rules;

@@ -27,12 +27,16 @@ impl ProcNet {
     /// Reads the socket tables through `/proc/<pid>/net/` (any process in
     /// the namespace of the clients).
     pub fn new(pid_in_namespace: u32) -> Self {
-        Self { anchor: PathBuf::from(format!("/proc/{pid_in_namespace}")) }
+        Self {
+            anchor: PathBuf::from(format!("/proc/{pid_in_namespace}")),
+        }
     }
 
     /// The namespace of this process (clients on the same machine).
     pub fn own() -> Self {
-        Self { anchor: PathBuf::from("/proc/self") }
+        Self {
+            anchor: PathBuf::from("/proc/self"),
+        }
     }
 
     /// The network namespace whose tables are read (the `ns/net` link,
@@ -69,22 +73,34 @@ impl ProcNet {
     }
 
     fn owner(&self, inode: Option<u64>) -> Process {
-        let Some(inode) = inode.filter(|&i| i != 0) else { return Process::default() };
+        let Some(inode) = inode.filter(|&i| i != 0) else {
+            return Process::default();
+        };
         let netns = std::fs::read_link(self.anchor.join("ns/net")).ok();
         let target = format!("socket:[{inode}]");
-        let Ok(procs) = std::fs::read_dir("/proc") else { return Process::default() };
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return Process::default();
+        };
         for entry in procs.flatten() {
             let name = entry.file_name();
-            let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
             let dir = entry.path();
             // Only processes in the clients' namespace can hold the socket.
             if netns.is_some() && std::fs::read_link(dir.join("ns/net")).ok() != netns {
                 continue;
             }
-            let Ok(fds) = std::fs::read_dir(dir.join("fd")) else { continue };
-            let holds = fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target.as_str()));
+            let Ok(fds) = std::fs::read_dir(dir.join("fd")) else {
+                continue;
+            };
+            let holds = fds
+                .flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target.as_str()));
             if holds {
-                let exe = std::fs::read_link(dir.join("exe")).ok().map(|p| p.to_string_lossy().into_owned());
+                let exe = std::fs::read_link(dir.join("exe"))
+                    .ok()
+                    .map(|p| p.to_string_lossy().into_owned());
                 return Process { pid: Some(pid), exe };
             }
         }

@@ -39,8 +39,8 @@ impl Conn {
             stream,
             buf: BytesMut::new(),
             idle,
-        reset_on_refusal: false,
-}
+            reset_on_refusal: false,
+        }
     }
 
     /// Reads more bytes into the buffer; `Ok(0)` at end of stream. A read

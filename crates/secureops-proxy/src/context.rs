@@ -152,9 +152,15 @@ impl ProxyContext {
     /// [`ProxyContext::attribute`] on the blocking pool: the lookup reads
     /// `/proc`, which must not stall the runtime's worker threads.
     pub async fn attribute_off_thread(&self, client: Option<SocketAddr>, server: Option<SocketAddr>) -> Process {
-        let Some(net) = self.attribution.clone() else { return Process::default() };
-        let (Some(c), Some(s)) = (client, server) else { return Process::default() };
-        tokio::task::spawn_blocking(move || net.tcp(c, s)).await.unwrap_or_default()
+        let Some(net) = self.attribution.clone() else {
+            return Process::default();
+        };
+        let (Some(c), Some(s)) = (client, server) else {
+            return Process::default();
+        };
+        tokio::task::spawn_blocking(move || net.tcp(c, s))
+            .await
+            .unwrap_or_default()
     }
 
     /// Asks the PDP, fail-closed: an error, a panic or an answer later than

@@ -51,7 +51,10 @@ impl ContextPdp {
 }
 
 fn allow(reason: String) -> Result<Ruling, PdpError> {
-    Ok(Ruling { decision: Decision::Allow, reason })
+    Ok(Ruling {
+        decision: Decision::Allow,
+        reason,
+    })
 }
 
 impl PolicyDecisionPoint for ContextPdp {
@@ -74,7 +77,9 @@ impl ContextPdp {
             if self.needs_process() {
                 return Ok(Ruling {
                     decision: Decision::Deny,
-                    reason: format!("{dest}: the connecting process could not be identified and [context] rules need it (fail-closed)"),
+                    reason: format!(
+                        "{dest}: the connecting process could not be identified and [context] rules need it (fail-closed)"
+                    ),
                 });
             }
             return plain(&self.allowlist, &req.host, req.port, &dest);
@@ -120,20 +125,30 @@ impl ContextPdp {
                 }
             }
             if let Some(r) = rule.allowlist.find(&req.host, req.port) {
-                let decision = if rule.escalate { Decision::Escalate } else { Decision::Allow };
+                let decision = if rule.escalate {
+                    Decision::Escalate
+                } else {
+                    Decision::Allow
+                };
                 return Ok(Ruling {
                     decision,
                     reason: format!("{dest} allowed for {} by its process rule \"{r}\"", rule.exe.display()),
                 });
             }
         }
-        Ok(Ruling { decision: Decision::Deny, reason: format!("{dest} is not in the egress allowlist") })
+        Ok(Ruling {
+            decision: Decision::Deny,
+            reason: format!("{dest} is not in the egress allowlist"),
+        })
     }
 }
 
 fn plain(allowlist: &Allowlist, host: &Host, port: u16, dest: &str) -> Result<Ruling, PdpError> {
     match allowlist.find(host, port) {
         Some(rule) => allow(format!("allowed by rule \"{rule}\"")),
-        None => Ok(Ruling { decision: Decision::Deny, reason: format!("{dest} is not in the egress allowlist") }),
+        None => Ok(Ruling {
+            decision: Decision::Deny,
+            reason: format!("{dest} is not in the egress allowlist"),
+        }),
     }
 }

@@ -65,13 +65,23 @@ impl CredWatch {
         if marked == 0 {
             return Err(WatchError("no file system could be marked".into()));
         }
-        let wake = fan.as_fd().try_clone_to_owned().map_err(|e| WatchError(e.to_string()))?;
+        let wake = fan
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| WatchError(e.to_string()))?;
         let perm = Fanotify::init(
             InitFlags::FAN_CLASS_CONTENT | InitFlags::FAN_CLOEXEC,
             EventFFlags::O_RDONLY | EventFFlags::O_LARGEFILE | EventFFlags::O_CLOEXEC,
         )
         .ok();
-        let watch = Arc::new(Self { overflow_until: Default::default(), fan: Mutex::new(fan), perm, wake, globs, taints: Mutex::new(store) });
+        let watch = Arc::new(Self {
+            overflow_until: Default::default(),
+            fan: Mutex::new(fan),
+            perm,
+            wake,
+            globs,
+            taints: Mutex::new(store),
+        });
         let worker = Arc::clone(&watch);
         std::thread::Builder::new()
             .name("secureops-credwatch".into())
@@ -135,7 +145,8 @@ impl CredWatch {
             };
             for event in events {
                 let Some(fd) = event.fd() else { continue };
-                if let Ok(path) = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd))) {
+                if let Ok(path) = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)))
+                {
                     self.record(event.pid(), &path);
                 }
                 // Always answer: an unanswered permission event blocks the opener.
@@ -193,12 +204,16 @@ impl CredWatch {
                     // tainted for one window.
                     let window = self.taints.lock().map(|t| t.window_ms()).unwrap_or(30_000);
                     let until = procinfo::now_ms() + window;
-                    self.overflow_until.fetch_max(until, std::sync::atomic::Ordering::Relaxed);
-                    tracing::error!("fanotify queue overflowed: credential opens may be lost; every process counts as tainted for {window} ms");
+                    self.overflow_until
+                        .fetch_max(until, std::sync::atomic::Ordering::Relaxed);
+                    tracing::error!(
+                        "fanotify queue overflowed: credential opens may be lost; every process counts as tainted for {window} ms"
+                    );
                     continue;
                 }
                 let Some(fd) = event.fd() else { continue };
-                let Ok(path) = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd))) else {
+                let Ok(path) = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)))
+                else {
                     continue;
                 };
                 self.record(event.pid(), &path);
@@ -207,7 +222,11 @@ impl CredWatch {
                 break;
             }
         }
-        tracing::debug!(events = seen, elapsed_us = started.elapsed().as_micros() as u64, "credential watch synced");
+        tracing::debug!(
+            events = seen,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "credential watch synced"
+        );
     }
 
     /// The taint that applies to `pid` now (after draining queued events).

@@ -80,13 +80,17 @@ fn transparent_target(head: &Head) -> Result<(String, String), Refusal> {
     let (Some((_, host)), None) = (hosts.next(), hosts.next()) else {
         return Err(Refusal::Malformed("exactly one Host header is required".into()));
     };
-    let host = std::str::from_utf8(host).map_err(|_| Refusal::Malformed("Host header is not text".into()))?.trim();
+    let host = std::str::from_utf8(host)
+        .map_err(|_| Refusal::Malformed("Host header is not text".into()))?
+        .trim();
     if head.target.starts_with('/') {
         return Ok((host.to_owned(), head.target.clone()));
     }
     let (authority, path) = split_target(&head.target)?;
     if !authority.eq_ignore_ascii_case(host) {
-        return Err(Refusal::Malformed("request target and Host header name different hosts".into()));
+        return Err(Refusal::Malformed(
+            "request target and Host header name different hosts".into(),
+        ));
     }
     Ok((host.to_owned(), path))
 }
@@ -110,9 +114,17 @@ pub(crate) async fn forward(
         Err(r) => return refuse(ctx, client, None, None, r).await,
     };
     let peeked = match (split_authority(&authority), mode) {
-        (Ok((host, port)), Mode::Explicit) => PeekedHost { host: host.to_owned(), port: port.unwrap_or(80), via: Via::Http },
+        (Ok((host, port)), Mode::Explicit) => PeekedHost {
+            host: host.to_owned(),
+            port: port.unwrap_or(80),
+            via: Via::Http,
+        },
         // The connection goes where the client dialled: its port decides.
-        (Ok((host, _)), Mode::Transparent { port }) => PeekedHost { host: host.to_owned(), port, via: Via::HostHeader },
+        (Ok((host, _)), Mode::Transparent { port }) => PeekedHost {
+            host: host.to_owned(),
+            port,
+            via: Via::HostHeader,
+        },
         (Err(e), _) => return refuse(ctx, client, None, None, Refusal::Malformed(e.to_string())).await,
     };
     let req = match ctx.request(&peeked, peer) {

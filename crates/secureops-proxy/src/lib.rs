@@ -47,8 +47,8 @@ pub use context_pdp::{ContextPdp, ProcessRule};
 pub use decision::{
     AllowlistPdp, ConnectionRequest, Decision, EnforcementTier, FailMode, PdpError, PolicyDecisionPoint, Ruling,
 };
-pub use escalation::{Answer, Escalations, PendingRequest};
 pub use dns::{DnsConfig, DnsError, DnsPolicy, DnsSinkhole, PeerAttribution, SinkholeMode, Transport};
+pub use escalation::{Answer, Escalations, PendingRequest};
 pub use peek::PeekedHost;
 pub use refusal::Refusal;
 pub use resolve::{Resolver, ResolverError};

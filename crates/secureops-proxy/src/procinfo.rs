@@ -43,7 +43,12 @@ pub fn facts(pid: u32) -> Option<ProcessFacts> {
         ancestors.push((ppid, start));
         ppid = next;
     }
-    Some(ProcessFacts { pid, start_ms, pgid, ancestors })
+    Some(ProcessFacts {
+        pid,
+        start_ms,
+        pgid,
+        ancestors,
+    })
 }
 
 /// SHA-256 of executables, keyed by (device, inode, mtime, size).

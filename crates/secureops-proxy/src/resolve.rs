@@ -77,7 +77,12 @@ impl Resolver {
             *builder.options_mut() = opts;
             Some(builder.build().map_err(|e| ResolverError(e.to_string()))?)
         };
-        Ok(Self { hosts, dns, private, timeout })
+        Ok(Self {
+            hosts,
+            dns,
+            private,
+            timeout,
+        })
     }
 
     /// The static `[dns] hosts` answer for a normalised name, if any.

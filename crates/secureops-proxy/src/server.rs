@@ -9,10 +9,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::attribution::Process;
 use crate::conn::{Conn, ReadHeadError};
 use crate::context::ProxyContext;
 use crate::decision::FailMode;
-use crate::attribution::Process;
 use crate::http::{self, Mode, Next};
 use crate::peek::http_head::{HeadError, parse_request};
 use crate::refusal::Refusal;
@@ -36,14 +36,26 @@ impl EgressProxy {
     /// Binds the explicit listener (`config.listen`).
     pub async fn bind(ctx: Arc<ProxyContext>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(ctx.config.listen).await?;
-        Ok(Self { listener, ctx, transparent: false })
+        Ok(Self {
+            listener,
+            ctx,
+            transparent: false,
+        })
     }
 
     /// Serves an already bound listener: the explicit proxy protocol, or
     /// redirected connections when `transparent` (SNI / Host peek).
-    pub fn from_std(listener: std::net::TcpListener, ctx: Arc<ProxyContext>, transparent: bool) -> std::io::Result<Self> {
+    pub fn from_std(
+        listener: std::net::TcpListener,
+        ctx: Arc<ProxyContext>,
+        transparent: bool,
+    ) -> std::io::Result<Self> {
         listener.set_nonblocking(true)?;
-        Ok(Self { listener: TcpListener::from_std(listener)?, ctx, transparent })
+        Ok(Self {
+            listener: TcpListener::from_std(listener)?,
+            ctx,
+            transparent,
+        })
     }
 
     /// The bound address (useful with port 0).

@@ -64,10 +64,22 @@ pub async fn handle_transparent(stream: TcpStream, peer: Option<SocketAddr>, ctx
             let mode = crate::http::Mode::Transparent { port: orig.port() };
             return crate::server::serve_http(ctx, client, mode, peer, &process).await;
         }
-        Ok(Seen::Host(host, via)) => PeekedHost { host, port: orig.port(), via },
-        Ok(Seen::Nothing) => PeekedHost { host: ip_text(orig.ip()), port: orig.port(), via: Via::Ip },
+        Ok(Seen::Host(host, via)) => PeekedHost {
+            host,
+            port: orig.port(),
+            via,
+        },
+        Ok(Seen::Nothing) => PeekedHost {
+            host: ip_text(orig.ip()),
+            port: orig.port(),
+            via: Via::Ip,
+        },
         Err(r) => {
-            let peeked = PeekedHost { host: ip_text(orig.ip()), port: orig.port(), via: Via::Ip };
+            let peeked = PeekedHost {
+                host: ip_text(orig.ip()),
+                port: orig.port(),
+                via: Via::Ip,
+            };
             return refuse(ctx, client, &peeked, None, &process, r).await;
         }
     };
@@ -91,7 +103,11 @@ pub async fn handle_transparent(stream: TcpStream, peer: Option<SocketAddr>, ctx
         tracing::warn!(%r, host = %req.host, "transparent connection reset: cannot record it");
         return reset(client.stream);
     }
-    if !client.buf.is_empty() && write_all(&mut upstream, &client.buf, ctx.config.idle_timeout).await.is_err() {
+    if !client.buf.is_empty()
+        && write_all(&mut upstream, &client.buf, ctx.config.idle_timeout)
+            .await
+            .is_err()
+    {
         return;
     }
     client.buf = Default::default();

@@ -24,7 +24,13 @@ use crate::resolve::connect;
 const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
 
 /// Handles a CONNECT request whose head has been read from `client`.
-pub(crate) async fn tunnel(ctx: &ProxyContext, mut client: Conn, head: Head, peer: Option<SocketAddr>, process: &Process) {
+pub(crate) async fn tunnel(
+    ctx: &ProxyContext,
+    mut client: Conn,
+    head: Head,
+    peer: Option<SocketAddr>,
+    process: &Process,
+) {
     let peeked = match split_authority(&head.target) {
         Ok((host, Some(port))) => PeekedHost {
             host: host.to_owned(),
@@ -96,7 +102,10 @@ pub(crate) async fn tunnel(ctx: &ProxyContext, mut client: Conn, head: Head, pee
     let relayed = if checked {
         relay(&mut client.stream, &mut upstream, idle).await
     } else {
-        relay_gated(&mut client.stream, &mut upstream, idle, |first: &[u8]| sni_gate(first, &req)).await
+        relay_gated(&mut client.stream, &mut upstream, idle, |first: &[u8]| {
+            sni_gate(first, &req)
+        })
+        .await
     };
     match relayed {
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
@@ -119,7 +128,11 @@ fn sni_gate(first: &[u8], req: &ConnectionRequest) -> Gate {
         Err(SniError::Incomplete) => Gate::NeedMore,
         Err(e) => Gate::Refuse(e.to_string()),
         Ok(Some(sni)) if !same_host(&sni, req) => Gate::Refuse(
-            Refusal::SniMismatch { sni, host: req.host.to_string() }.to_string(),
+            Refusal::SniMismatch {
+                sni,
+                host: req.host.to_string(),
+            }
+            .to_string(),
         ),
         Ok(_) => Gate::Pass,
     }

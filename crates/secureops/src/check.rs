@@ -4,9 +4,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use secureops_audit::Via;
+use secureops_policy::{CredentialGlobs, Taint};
 use secureops_policy::{Host, vet};
 use secureops_proxy::peek::http_head::split_authority;
-use secureops_policy::{CredentialGlobs, Taint};
 use secureops_proxy::{AllowlistPdp, ConnectionRequest, ContextPdp, Decision, PdpError, PolicyDecisionPoint, Ruling};
 
 use crate::config;
@@ -125,9 +125,13 @@ fn live_taint(pid: u32, globs: &CredentialGlobs) -> Option<Taint> {
     let facts = secureops_proxy::procinfo::facts(pid)?;
     let chain = std::iter::once(pid).chain(facts.ancestors.iter().map(|(p, _)| *p));
     for p in chain {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{p}/fd")) else { continue };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{p}/fd")) else {
+            continue;
+        };
         for fd in fds.flatten() {
-            let Ok(path) = std::fs::read_link(fd.path()) else { continue };
+            let Ok(path) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
             if globs.matches(&path).is_some() {
                 return Some(Taint {
                     path: path.to_string_lossy().into_owned(),

@@ -257,10 +257,17 @@ pub struct ContextLoaded {
     pub on_taint: OnTaint,
 }
 
-fn rule_list(rules: &[Spanned<String>], what: &str, err_at: &dyn Fn(std::ops::Range<usize>, String) -> ConfigError) -> Result<Allowlist, ConfigError> {
+fn rule_list(
+    rules: &[Spanned<String>],
+    what: &str,
+    err_at: &dyn Fn(std::ops::Range<usize>, String) -> ConfigError,
+) -> Result<Allowlist, ConfigError> {
     let mut list = Allowlist::new();
     for rule in rules {
-        let parsed: Rule = rule.get_ref().parse().map_err(|e| err_at(rule.span(), format!("{what}: {e}")))?;
+        let parsed: Rule = rule
+            .get_ref()
+            .parse()
+            .map_err(|e| err_at(rule.span(), format!("{what}: {e}")))?;
         list.push(parsed);
     }
     Ok(list)
@@ -268,7 +275,9 @@ fn rule_list(rules: &[Spanned<String>], what: &str, err_at: &dyn Fn(std::ops::Ra
 
 /// The home of the user the agent runs as (the invoking user under sudo).
 pub fn agent_home() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
 }
 
 fn context(
@@ -284,11 +293,17 @@ fn context(
     let mut rules = Vec::new();
     for p in &c.process {
         if !p.exe.is_absolute() {
-            return Err(err_at(0..0, format!("[[context.process]] exe {:?} must be an absolute path", p.exe)));
+            return Err(err_at(
+                0..0,
+                format!("[[context.process]] exe {:?} must be an absolute path", p.exe),
+            ));
         }
         if let Some(h) = &p.sha256 {
             if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(err_at(0..0, format!("[[context.process]] sha256 {h:?} is not 64 hex digits")));
+                return Err(err_at(
+                    0..0,
+                    format!("[[context.process]] sha256 {h:?} is not 64 hex digits"),
+                ));
             }
         }
         rules.push(secureops_proxy::ProcessRule {
@@ -303,7 +318,14 @@ fn context(
         TaintScopeKey::Descendants => secureops_policy::TaintScope::Descendants,
         TaintScopeKey::ProcessGroup => secureops_policy::TaintScope::ProcessGroup,
     };
-    Ok(Some(ContextLoaded { globs, taint_allowlist, rules, window_ms: c.taint_window_ms, scope, on_taint: c.on_taint }))
+    Ok(Some(ContextLoaded {
+        globs,
+        taint_allowlist,
+        rules,
+        window_ms: c.taint_window_ms,
+        scope,
+        on_taint: c.on_taint,
+    }))
 }
 
 /// Loads `path`, or the built-in default when `None`.

@@ -42,7 +42,9 @@ fn main() -> ExitCode {
         Command::Check { config, pid, dest } => return check::check(config.as_deref(), pid, &dest),
         Command::Audit { action } => return audit_cmd::audit(action),
         Command::Pending { config, json } => return escalate_cmd::pending(config.as_deref(), json),
-        Command::Approve { config, remember, id } => return escalate_cmd::answer(config.as_deref(), id, true, remember),
+        Command::Approve { config, remember, id } => {
+            return escalate_cmd::answer(config.as_deref(), id, true, remember);
+        }
         Command::Deny { config, remember, id } => return escalate_cmd::answer(config.as_deref(), id, false, remember),
         Command::Keygen { out } => audit_cmd::keygen(&out),
         Command::Tier { json } => {

@@ -16,7 +16,13 @@ use crate::serve::{Guard, load, runtime};
 
 /// `secureops run`: CMD behind the guard; exits with CMD's status (128+N
 /// when signal N ended it).
-pub fn run(config: Option<&Path>, allow: &[String], audit: Option<&Path>, weak: bool, cmd: &[String]) -> anyhow::Result<ExitCode> {
+pub fn run(
+    config: Option<&Path>,
+    allow: &[String],
+    audit: Option<&Path>,
+    weak: bool,
+    cmd: &[String],
+) -> anyhow::Result<ExitCode> {
     let mut loaded = load(config)?;
     for rule in allow {
         let parsed: Rule = rule.parse().with_context(|| format!("--allow {rule:?}"))?;
@@ -26,7 +32,9 @@ pub fn run(config: Option<&Path>, allow: &[String], audit: Option<&Path>, weak: 
     match confine::spawn(cmd) {
         Ok((confined, listeners)) => run_confined(&loaded, audit, confined, listeners),
         Err(e) if weak => {
-            eprintln!("secureops: warning: {e:#}; running proxy-only (--weak): tools that ignore HTTPS_PROXY are not stopped");
+            eprintln!(
+                "secureops: warning: {e:#}; running proxy-only (--weak): tools that ignore HTTPS_PROXY are not stopped"
+            );
             run_weak(&loaded, audit, cmd)
         }
         Err(e) => bail!(
@@ -65,7 +73,9 @@ fn run_confined(
 /// Proxy-only: the proxy on an ephemeral loopback port and the proxy
 /// variables; nothing stops a tool that ignores them.
 fn run_weak(loaded: &crate::config::Loaded, audit: Option<&Path>, cmd: &[String]) -> anyhow::Result<ExitCode> {
-    let Some((program, args)) = cmd.split_first() else { bail!("no command given") };
+    let Some((program, args)) = cmd.split_first() else {
+        bail!("no command given")
+    };
     runtime()?.block_on(async {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -74,7 +84,14 @@ fn run_weak(loaded: &crate::config::Loaded, audit: Option<&Path>, cmd: &[String]
         let url = format!("http://{}", guard.addr);
         let mut child = tokio::process::Command::new(program);
         child.args(args);
-        for var in ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy"] {
+        for var in [
+            "HTTPS_PROXY",
+            "HTTP_PROXY",
+            "ALL_PROXY",
+            "https_proxy",
+            "http_proxy",
+            "all_proxy",
+        ] {
             child.env(var, &url);
         }
         child.env_remove("NO_PROXY").env_remove("no_proxy");
@@ -121,7 +138,11 @@ pub fn tier(json: bool) {
             format!("{e}; `secureops run` needs --weak and only sets proxy variables"),
         ),
     };
-    let lsm_note = if bpf_lsm { "BPF LSM listed (not used yet)" } else { "BPF LSM not listed or securityfs not mounted" };
+    let lsm_note = if bpf_lsm {
+        "BPF LSM listed (not used yet)"
+    } else {
+        "BPF LSM not listed or securityfs not mounted"
+    };
     if json {
         let v = serde_json::json!({
             "tier": tier.as_str(),

@@ -10,7 +10,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use secureops_audit::AuditLog;
 use secureops_proxy::credwatch::CredWatch;
-use secureops_proxy::{AllowlistPdp, ContextPdp, Decision, PolicyDecisionPoint, DnsPolicy, DnsSinkhole, EgressProxy, ProxyContext, Resolver};
+use secureops_proxy::{
+    AllowlistPdp, ContextPdp, Decision, DnsPolicy, DnsSinkhole, EgressProxy, PolicyDecisionPoint, ProxyContext,
+    Resolver,
+};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -161,9 +164,14 @@ impl Guard {
             private: loaded.private.clone(),
             attribution: Some(Arc::new(attribution)),
         };
-        let sinkhole =
-            DnsSinkhole::from_std(listeners.dns_udp, listeners.dns_tcp, loaded.dns_config(), policy, audit.clone())
-                .context("cannot start the DNS sinkhole")?;
+        let sinkhole = DnsSinkhole::from_std(
+            listeners.dns_udp,
+            listeners.dns_tcp,
+            loaded.dns_config(),
+            policy,
+            audit.clone(),
+        )
+        .context("cannot start the DNS sinkhole")?;
         let dns = Some(sinkhole.local_addr());
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
@@ -171,7 +179,15 @@ impl Guard {
             tokio::join!(explicit.run(token.clone()), transparent.run(token));
         });
         let dns_served = Some(tokio::spawn(sinkhole.run(shutdown.clone())));
-        Ok(Self { addr, dns, shutdown, served, dns_served, audit, control })
+        Ok(Self {
+            addr,
+            dns,
+            shutdown,
+            served,
+            dns_served,
+            audit,
+            control,
+        })
     }
 
     /// Stops accepting, drains, and writes the audit log's closing entry.
@@ -204,7 +220,11 @@ fn policy(loaded: &Loaded) -> (Arc<dyn PolicyDecisionPoint>, bool) {
     let watch = if c.globs.is_empty() {
         None
     } else {
-        let roots = [crate::config::agent_home(), std::env::temp_dir(), std::env::current_dir().unwrap_or_default()];
+        let roots = [
+            crate::config::agent_home(),
+            std::env::temp_dir(),
+            std::env::current_dir().unwrap_or_default(),
+        ];
         let store = secureops_policy::TaintStore::new(c.window_ms, c.scope);
         match CredWatch::start(c.globs.clone(), store, &roots) {
             Ok(w) => Some(w),

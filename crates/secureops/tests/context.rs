@@ -12,7 +12,10 @@ use std::time::Duration;
 use support::*;
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
 
 /// Allowed: web.test (also allowed while tainted), other.test, paste.test.
@@ -31,13 +34,22 @@ hosts = {{ "web.test" = ["127.0.0.1"], "other.test" = ["127.0.0.1"], "paste.test
     )
 }
 
-const TAINT: &str = "[context]\ncredential_paths = [\"**/.env\"]\ntaint_window_ms = 1500\ntaint_allowlist = [\"web.test:*\"]\n";
+const TAINT: &str =
+    "[context]\ncredential_paths = [\"**/.env\"]\ntaint_window_ms = 1500\ntaint_allowlist = [\"web.test:*\"]\n";
 
 /// curl through the proxy in its own process group (so that a taint of
 /// the group never reaches the test harness or other tests).
 fn curl_alone(proxy: &Proxy, args: &[&str]) -> (u16, String) {
     let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-x", &proxy.url(), "-w", "\nSTATUS=%{http_code}"])
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-x",
+            &proxy.url(),
+            "-w",
+            "\nSTATUS=%{http_code}",
+        ])
         .args(args)
         .process_group(0)
         .output()
@@ -104,7 +116,11 @@ fn a_process_that_read_a_credential_file_reaches_only_the_taint_allowlist() {
     }
     let denied: Vec<_> = entries.iter().filter(|e| e["decision"] == "deny").collect();
     assert_eq!(denied.len(), 3, "{entries:?}");
-    assert!(denied.iter().all(|e| e["reason"].as_str().unwrap().contains(".env was read")));
+    assert!(
+        denied
+            .iter()
+            .all(|e| e["reason"].as_str().unwrap().contains(".env was read"))
+    );
 }
 
 #[test]
@@ -136,10 +152,27 @@ print(first, get())
         proxy = proxy.url(),
         port = origin.port()
     );
-    let out = Command::new("python3").arg("-c").arg(script).process_group(0).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "403 200", "{}\n{:?}\n{}", String::from_utf8_lossy(&out.stderr), proxy.decisions(), proxy.stderr.lock().unwrap());
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .process_group(0)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "403 200",
+        "{}\n{:?}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        proxy.decisions(),
+        proxy.stderr.lock().unwrap()
+    );
     let entries = proxy.wait_decisions(2);
-    assert!(entries.iter().all(|e| e["exe"].as_str().unwrap_or_default().contains("python3")), "{entries:?}");
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["exe"].as_str().unwrap_or_default().contains("python3")),
+        "{entries:?}"
+    );
 }
 
 #[test]
@@ -176,23 +209,47 @@ fn check_with_a_pid_uses_that_process_context() {
     std::fs::write(&cfg, config(TAINT)).unwrap();
     let mut holder = Command::new("python3")
         .arg("-c")
-        .arg(format!("import time\nf = open('{}')\nprint('ready', flush=True)\ntime.sleep(20)", secrets.path().join(".env").display()))
+        .arg(format!(
+            "import time\nf = open('{}')\nprint('ready', flush=True)\ntime.sleep(20)",
+            secrets.path().join(".env").display()
+        ))
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()), &mut line).unwrap();
     let pid = holder.id().to_string();
-    let out = secureops(&["check", "-c", cfg.to_str().unwrap(), "--pid", &pid, "other.test:80"], dir.path());
+    let out = secureops(
+        &["check", "-c", cfg.to_str().unwrap(), "--pid", &pid, "other.test:80"],
+        dir.path(),
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.starts_with("deny ") && text.contains(".env"), "{text}");
-    let out = secureops(&["check", "-c", cfg.to_str().unwrap(), "--pid", &pid, "web.test:80"], dir.path());
-    assert_eq!(out.status.code(), Some(0), "taint_allowlist: {}", String::from_utf8_lossy(&out.stdout));
+    let out = secureops(
+        &["check", "-c", cfg.to_str().unwrap(), "--pid", &pid, "web.test:80"],
+        dir.path(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "taint_allowlist: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let _ = holder.kill();
     let _ = holder.wait();
     let sleeper = Command::new("sleep").arg("5").spawn().unwrap();
-    let out = secureops(&["check", "-c", cfg.to_str().unwrap(), "--pid", &sleeper.id().to_string(), "other.test:80"], dir.path());
+    let out = secureops(
+        &[
+            "check",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--pid",
+            &sleeper.id().to_string(),
+            "other.test:80",
+        ],
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     std::thread::sleep(Duration::from_millis(10));
     let _ = Command::new("kill").arg(sleeper.id().to_string()).status();

@@ -586,7 +586,8 @@ fn waiting_out_the_peek_window_does_not_skip_the_sni_check() {
     let proxy = Proxy::start(&config(""));
     let mut s = TcpStream::connect(proxy.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(format!("CONNECT allowed.test:{} HTTP/1.1\r\n\r\n", canary.port()).as_bytes()).unwrap();
+    s.write_all(format!("CONNECT allowed.test:{} HTTP/1.1\r\n\r\n", canary.port()).as_bytes())
+        .unwrap();
     let mut buf = [0u8; 128];
     let n = s.read(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
@@ -602,14 +603,18 @@ fn waiting_out_the_peek_window_does_not_skip_the_sni_check() {
     assert!(last["reason"].as_str().unwrap().contains("SNI"), "{last}");
     // A matching late ClientHello passes (positive control).
     let mut s = TcpStream::connect(proxy.addr).unwrap();
-    s.write_all(format!("CONNECT allowed.test:{} HTTP/1.1\r\n\r\n", canary.port()).as_bytes()).unwrap();
+    s.write_all(format!("CONNECT allowed.test:{} HTTP/1.1\r\n\r\n", canary.port()).as_bytes())
+        .unwrap();
     let _ = s.read(&mut buf).unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     let hello = client_hello("allowed.test");
     s.write_all(&hello).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while canary.bytes() < hello.len() as u64 {
-        assert!(Instant::now() < deadline, "the matching ClientHello did not get through");
+        assert!(
+            Instant::now() < deadline,
+            "the matching ClientHello did not get through"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -15,11 +15,19 @@ use std::time::{Duration, Instant};
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
 
 fn sh(args: &[&str]) -> bool {
-    Command::new(args[0]).args(&args[1..]).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Two test hosts in their own namespace, linked to the host by a veth
@@ -63,8 +71,30 @@ impl FakeInternet {
             vec!["ip", "addr", "add", &format!("198.18.{net}.1/24"), "dev", &host_if],
             vec!["ip", "link", "set", &host_if, "up"],
             vec!["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"],
-            vec!["ip", "netns", "exec", &ns, "ip", "addr", "add", &format!("{}/24", fake.allowed), "dev", &ns_if],
-            vec!["ip", "netns", "exec", &ns, "ip", "addr", "add", &format!("{}/24", fake.canary), "dev", &ns_if],
+            vec![
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", fake.allowed),
+                "dev",
+                &ns_if,
+            ],
+            vec![
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", fake.canary),
+                "dev",
+                &ns_if,
+            ],
             vec!["ip", "netns", "exec", &ns, "ip", "link", "set", &ns_if, "up"],
         ]
         .into_iter()
@@ -80,9 +110,24 @@ impl FakeInternet {
         let mut fake = fake;
         let (cert, key) = (fake.dir.path().join("cert.pem"), fake.dir.path().join("key.pem"));
         assert!(sh(&[
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-            "-subj", "/CN=allowed.test", "-addext", "subjectAltName=DNS:allowed.test",
-            "-keyout", key.to_str().unwrap(), "-out", cert.to_str().unwrap(),
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=allowed.test",
+            "-addext",
+            "subjectAltName=DNS:allowed.test",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
         ]));
         std::fs::copy(&cert, &fake.ca).unwrap();
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
@@ -101,7 +146,19 @@ impl FakeInternet {
             .unwrap();
         fake.children.push(canary);
         let plain = Command::new("ip")
-            .args(["netns", "exec", &ns, "python3", "-m", "http.server", "--protocol", "HTTP/1.1", "80", "--bind", &fake.allowed])
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "python3",
+                "-m",
+                "http.server",
+                "--protocol",
+                "HTTP/1.1",
+                "80",
+                "--bind",
+                &fake.allowed,
+            ])
             .current_dir(fake.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -123,7 +180,11 @@ impl FakeInternet {
     fn canary(&self) -> (u64, u64, u64) {
         std::thread::sleep(Duration::from_millis(200));
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&self.counts).unwrap()).unwrap();
-        (v["tcp"].as_u64().unwrap(), v["udp"].as_u64().unwrap(), v["bytes"].as_u64().unwrap())
+        (
+            v["tcp"].as_u64().unwrap(),
+            v["udp"].as_u64().unwrap(),
+            v["bytes"].as_u64().unwrap(),
+        )
     }
 
     fn config(&self) -> PathBuf {
@@ -155,8 +216,22 @@ impl Drop for FakeInternet {
 /// `secureops run -c CONFIG --audit LOG -- sh -c SCRIPT`, proxy variables unset.
 fn run(config: &Path, log: &Path, script: &str) -> Output {
     let mut c = Command::new(support::bin());
-    c.arg("run").arg("-c").arg(config).arg("--audit").arg(log).args(["--", "sh", "-c", script]);
-    for v in ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy", "NO_PROXY", "no_proxy"] {
+    c.arg("run")
+        .arg("-c")
+        .arg(config)
+        .arg("--audit")
+        .arg(log)
+        .args(["--", "sh", "-c", script]);
+    for v in [
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "ALL_PROXY",
+        "https_proxy",
+        "http_proxy",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
         c.env_remove(v);
     }
     c.output().unwrap()
@@ -191,25 +266,48 @@ echo "FRONTED=$(curl -sS -m 10 --cacert {ca} --resolve allowed.test:443:{canary}
     let text = String::from_utf8_lossy(&out.stdout);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "run failed: {text}\n{err}");
-    assert!(text.contains("ALLOWED=hello from the allowed upstream"), "{text}\n{err}");
+    assert!(
+        text.contains("ALLOWED=hello from the allowed upstream"),
+        "{text}\n{err}"
+    );
     assert!(text.contains("NODE=hello from the allowed upstream"), "{text}\n{err}");
-    for line in ["DENIED_NAME=blocked", "CANARY_IP=blocked", "CANARY_HTTP=blocked", "UDP=blocked", "DNS=blocked", "DNS_AT_CANARY_RCODE=3"] {
+    for line in [
+        "DENIED_NAME=blocked",
+        "CANARY_IP=blocked",
+        "CANARY_HTTP=blocked",
+        "UDP=blocked",
+        "DNS=blocked",
+        "DNS_AT_CANARY_RCODE=3",
+    ] {
         assert!(text.contains(line), "missing {line}: {text}\n{err}");
     }
     // An SNI naming the allowed host while dialling the canary's IP ends at
     // the real allowed upstream: the proxy resolves the name itself.
-    assert!(text.contains("FRONTED=hello from the allowed upstream"), "{text}\n{err}");
+    assert!(
+        text.contains("FRONTED=hello from the allowed upstream"),
+        "{text}\n{err}"
+    );
     assert_eq!(net.canary(), (0, 0, 0), "the canary saw traffic");
     // Every decision of the run is attributed to the client process.
-    let entries: Vec<_> = support::read_entries(&log).into_iter().filter(|e| e["kind"] == "egress" || e["kind"] == "dns").collect();
+    let entries: Vec<_> = support::read_entries(&log)
+        .into_iter()
+        .filter(|e| e["kind"] == "egress" || e["kind"] == "dns")
+        .collect();
     assert!(entries.len() >= 8, "{entries:?}");
     for e in &entries {
         let exe = e["exe"].as_str().unwrap_or_default();
         let name = exe.rsplit('/').next().unwrap_or_default();
         assert!(e["pid"].as_u64().is_some(), "no pid: {e}");
-        assert!(name == "curl" || name == "node" || name.starts_with("python3"), "exe {exe:?} in {e}");
+        assert!(
+            name == "curl" || name == "node" || name.starts_with("python3"),
+            "exe {exe:?} in {e}"
+        );
     }
-    let vias: Vec<_> = entries.iter().filter(|e| e["kind"] == "egress").map(|e| e["via"].as_str().unwrap_or("")).collect();
+    let vias: Vec<_> = entries
+        .iter()
+        .filter(|e| e["kind"] == "egress")
+        .map(|e| e["via"].as_str().unwrap_or(""))
+        .collect();
     assert!(vias.contains(&"sni") && vias.contains(&"ip"), "{vias:?}");
     let verify = support::secureops(&["audit", "verify", log.to_str().unwrap()], net.dir.path());
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
@@ -228,13 +326,19 @@ fn run_exits_with_the_command_status_and_leaves_nothing_behind() {
     let tables = Command::new("nft").args(["list", "tables"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&tables.stdout).contains("secureops"));
     let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
-    assert!(!String::from_utf8_lossy(&ps.stdout).lines().any(|l| l.contains("__ns-child") && !l.contains("ps -eo")));
+    assert!(
+        !String::from_utf8_lossy(&ps.stdout)
+            .lines()
+            .any(|l| l.contains("__ns-child") && !l.contains("ps -eo"))
+    );
     // Two runs at once do not collide.
     let a = {
         let (c, l) = (config.clone(), net.dir.path().join("a.jsonl"));
         std::thread::spawn(move || run(&c, &l, "sleep 1; exit 3").status.code())
     };
-    let b = run(&config, &net.dir.path().join("b.jsonl"), "sleep 1; exit 4").status.code();
+    let b = run(&config, &net.dir.path().join("b.jsonl"), "sleep 1; exit 4")
+        .status
+        .code();
     assert_eq!((a.join().unwrap(), b), (Some(3), Some(4)));
 }
 
@@ -249,7 +353,12 @@ fn the_command_cannot_leave_its_namespace_or_change_its_rules() {
                   grep -E '^CapEff' /proc/self/status";
     let out = run(&config, &log, script);
     let text = String::from_utf8_lossy(&out.stdout);
-    for want in ["NSENTER=contained", "NFT=refused", "ROUTE=refused", "CapEff:\t0000000000000000"] {
+    for want in [
+        "NSENTER=contained",
+        "NFT=refused",
+        "ROUTE=refused",
+        "CapEff:\t0000000000000000",
+    ] {
         assert!(text.contains(want), "missing {want}: {text}");
     }
 }
@@ -289,10 +398,29 @@ except OSError as e:
 '"#;
     let out = run(&config, &log, script);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("FIRST=HTTP/1.1 200 OK"), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("SECOND=reset") || text.contains("SECOND=closed"), "{text}");
-    let entries: Vec<_> = support::read_entries(&log).into_iter().filter(|e| e["kind"] == "egress").collect();
-    let hosts: Vec<_> = entries.iter().map(|e| (e["host"].as_str().unwrap_or(""), e["decision"].as_str().unwrap_or(""), e["via"].as_str().unwrap_or(""))).collect();
+    assert!(
+        text.contains("FIRST=HTTP/1.1 200 OK"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("SECOND=reset") || text.contains("SECOND=closed"),
+        "{text}"
+    );
+    let entries: Vec<_> = support::read_entries(&log)
+        .into_iter()
+        .filter(|e| e["kind"] == "egress")
+        .collect();
+    let hosts: Vec<_> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["host"].as_str().unwrap_or(""),
+                e["decision"].as_str().unwrap_or(""),
+                e["via"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
     assert!(hosts.contains(&("allowed.test", "allow", "host-header")), "{hosts:?}");
     assert!(hosts.contains(&("denied.test", "deny", "host-header")), "{hosts:?}");
 }
@@ -316,7 +444,16 @@ fn tier_reports_kernel_enforcement_as_root() {
 fn an_ordinary_user_is_confined_through_a_user_namespace() {
     let Some(net) = FakeInternet::start() else { return };
     let probe = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "unshare", "--user", "--map-root-user", "--net", "true"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--net",
+            "true",
+        ])
         .status();
     if !probe.is_ok_and(|s| s.success()) {
         eprintln!("SKIP: unprivileged user namespaces are disabled on this machine");
@@ -334,7 +471,13 @@ fn an_ordinary_user_is_confined_through_a_user_namespace() {
         canary = net.canary
     );
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "env", "HOME=/nonexistent"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "env",
+            "HOME=/nonexistent",
+        ])
         .arg(support::bin())
         .args(["run", "-c"])
         .arg(&config)
@@ -356,8 +499,13 @@ fn signals_are_forwarded_sudo_users_keep_their_identity_and_a_killed_run_takes_i
     let dir = net.dir.path();
     // SIGTERM to `secureops run` reaches CMD, whose handler decides the status.
     let mut c = Command::new(support::bin());
-    c.arg("run").arg("-c").arg(&config).arg("--audit").arg(dir.join("t.jsonl"));
-    c.args(["--", "sh", "-c", "trap 'exit 9' TERM; echo ready; sleep 30 & wait"]).stdout(Stdio::piped());
+    c.arg("run")
+        .arg("-c")
+        .arg(&config)
+        .arg("--audit")
+        .arg(dir.join("t.jsonl"));
+    c.args(["--", "sh", "-c", "trap 'exit 9' TERM; echo ready; sleep 30 & wait"])
+        .stdout(Stdio::piped());
     let mut child = c.spawn().unwrap();
     wait_for_line(&mut child, "ready");
     assert!(sh(&["kill", "-TERM", &child.id().to_string()]));
@@ -379,20 +527,35 @@ fn signals_are_forwarded_sudo_users_keep_their_identity_and_a_killed_run_takes_i
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&made).unwrap()), 65534);
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&made).unwrap()),
+        65534
+    );
     // SIGKILL of the supervisor: the command dies with it.
     let mut c = Command::new(support::bin());
-    c.arg("run").arg("-c").arg(&config).arg("--audit").arg(dir.join("k.jsonl"));
+    c.arg("run")
+        .arg("-c")
+        .arg(&config)
+        .arg("--audit")
+        .arg(dir.join("k.jsonl"));
     c.args(["--", "sh", "-c", "echo $$; exec sleep 31"]);
     let mut child = c.stdout(Stdio::piped()).spawn().unwrap();
     let pid = read_line(&mut child);
     let cmdline = format!("/proc/{pid}/cmdline");
     std::thread::sleep(Duration::from_millis(200));
-    assert!(std::fs::read_to_string(&cmdline).unwrap_or_default().starts_with("sleep"), "CMD is not running");
+    assert!(
+        std::fs::read_to_string(&cmdline)
+            .unwrap_or_default()
+            .starts_with("sleep"),
+        "CMD is not running"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while std::fs::read_to_string(&cmdline).unwrap_or_default().starts_with("sleep") {
+    while std::fs::read_to_string(&cmdline)
+        .unwrap_or_default()
+        .starts_with("sleep")
+    {
         assert!(Instant::now() < deadline, "the command outlived a killed supervisor");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -401,7 +564,9 @@ fn signals_are_forwarded_sudo_users_keep_their_identity_and_a_killed_run_takes_i
 fn read_line(child: &mut Child) -> String {
     use std::io::BufRead;
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     line.trim().to_owned()
 }
 

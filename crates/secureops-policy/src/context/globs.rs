@@ -33,7 +33,10 @@ impl CredentialGlobs {
         let mut kept = Vec::new();
         for p in patterns {
             let raw = p.as_ref();
-            let err = |reason: &str| GlobError { pattern: raw.to_owned(), reason: reason.to_owned() };
+            let err = |reason: &str| GlobError {
+                pattern: raw.to_owned(),
+                reason: reason.to_owned(),
+            };
             let expanded = if let Some(rest) = raw.strip_prefix("~/") {
                 format!("{}/{rest}", home.display())
             } else if raw.starts_with('/') || raw.starts_with("**/") {
@@ -48,7 +51,10 @@ impl CredentialGlobs {
             builder.add(glob);
             kept.push(raw.to_owned());
         }
-        let set = builder.build().map_err(|e| GlobError { pattern: String::new(), reason: e.to_string() })?;
+        let set = builder.build().map_err(|e| GlobError {
+            pattern: String::new(),
+            reason: e.to_string(),
+        })?;
         Ok(Self { set, patterns: kept })
     }
 
@@ -68,7 +74,11 @@ mod tests {
     use super::*;
 
     fn globs() -> CredentialGlobs {
-        CredentialGlobs::new(&["~/.aws/credentials", "**/.env", "~/.ssh/id_*"], Path::new("/home/dev")).unwrap()
+        CredentialGlobs::new(
+            &["~/.aws/credentials", "**/.env", "~/.ssh/id_*"],
+            Path::new("/home/dev"),
+        )
+        .unwrap()
     }
 
     #[test]

@@ -68,7 +68,12 @@ const MAX_TAINTS: usize = 65_536;
 impl TaintStore {
     /// An empty store with the given window and scope.
     pub fn new(window_ms: u64, scope: TaintScope) -> Self {
-        Self { window_ms, scope, by_pid: HashMap::new(), by_pgid: HashMap::new() }
+        Self {
+            window_ms,
+            scope,
+            by_pid: HashMap::new(),
+            by_pgid: HashMap::new(),
+        }
     }
 
     /// The taint window in milliseconds.
@@ -135,11 +140,22 @@ mod tests {
     use super::*;
 
     fn taint(pid: u32, start: u64, pgid: u32, at: u64) -> Taint {
-        Taint { path: "/p/.env".into(), pid, start_ms: start, pgid, at_ms: at }
+        Taint {
+            path: "/p/.env".into(),
+            pid,
+            start_ms: start,
+            pgid,
+            at_ms: at,
+        }
     }
 
     fn facts(pid: u32, start: u64, pgid: u32, ancestors: &[(u32, u64)]) -> ProcessFacts {
-        ProcessFacts { pid, start_ms: start, pgid, ancestors: ancestors.to_vec() }
+        ProcessFacts {
+            pid,
+            start_ms: start,
+            pgid,
+            ancestors: ancestors.to_vec(),
+        }
     }
 
     #[test]

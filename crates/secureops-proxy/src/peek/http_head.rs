@@ -317,7 +317,8 @@ mod tests {
         assert!(both.request_body().is_err());
         let two = h("POST http://a/ HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n");
         assert!(two.request_body().is_err());
-        let hidden = h("POST http://a/ HTTP/1.1\r\nConnection: keep-alive, Content-Length\r\nContent-Length: 3\r\n\r\n");
+        let hidden =
+            h("POST http://a/ HTTP/1.1\r\nConnection: keep-alive, Content-Length\r\nContent-Length: 3\r\n\r\n");
         assert!(hidden.request_body().is_err(), "framing field listed as hop-by-hop");
         let old = h("POST http://a/ HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n");
         assert!(old.request_body().is_err());

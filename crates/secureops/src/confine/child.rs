@@ -38,29 +38,48 @@ fn setup_and_exec(control: &Path, cmd: &[String]) -> anyhow::Result<std::convert
     run(&["ip", "route", "add", "default", "dev", "lo", "src", "127.0.0.1"])?;
     apply_nft(&ruleset(PORTS))?;
     let explicit = std::net::TcpListener::bind(("127.0.0.1", PORTS.explicit)).context("bind explicit listener")?;
-    let transparent = std::net::TcpListener::bind(("127.0.0.1", PORTS.transparent)).context("bind transparent listener")?;
+    let transparent =
+        std::net::TcpListener::bind(("127.0.0.1", PORTS.transparent)).context("bind transparent listener")?;
     let dns_udp = std::net::UdpSocket::bind(("127.0.0.1", PORTS.dns)).context("bind DNS (UDP)")?;
     let dns_tcp = std::net::TcpListener::bind(("127.0.0.1", PORTS.dns)).context("bind DNS (TCP)")?;
-    fdpass::send(&sock, &[explicit.as_fd(), transparent.as_fd(), dns_udp.as_fd(), dns_tcp.as_fd()])
-        .context("cannot hand the listeners to the supervisor")?;
+    fdpass::send(
+        &sock,
+        &[explicit.as_fd(), transparent.as_fd(), dns_udp.as_fd(), dns_tcp.as_fd()],
+    )
+    .context("cannot hand the listeners to the supervisor")?;
     // Our copies close at exec (close-on-exec); CMD never holds them.
     let mut go = [0u8; 1];
     sock.read_exact(&mut go).context("supervisor went away")?;
     // If the supervisor dies, CMD dies with it: nothing runs unguarded.
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .context("cannot set the parent-death signal")?;
-    let Some((program, args)) = cmd.split_first() else { bail!("no command given") };
+    let Some((program, args)) = cmd.split_first() else {
+        bail!("no command given")
+    };
     let url = format!("http://127.0.0.1:{}", PORTS.explicit);
     // CMD gets no capability (not even inside the namespace, so it cannot
     // touch the nftables rules or forge source addresses) and can never
     // regain one (no-new-privs: setuid binaries do not elevate).
     let mut command = Command::new("setpriv");
     command
-        .args(["--no-new-privs", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--pdeathsig=KILL"])
+        .args([
+            "--no-new-privs",
+            "--inh-caps=-all",
+            "--ambient-caps=-all",
+            "--bounding-set=-all",
+            "--pdeathsig=KILL",
+        ])
         .arg("--")
         .arg(program);
     command.args(args);
-    for var in ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy"] {
+    for var in [
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "ALL_PROXY",
+        "https_proxy",
+        "http_proxy",
+        "all_proxy",
+    ] {
         command.env(var, &url);
     }
     command.env_remove("NO_PROXY").env_remove("no_proxy");
@@ -75,7 +94,11 @@ fn run(argv: &[&str]) -> anyhow::Result<()> {
         .output()
         .with_context(|| format!("cannot run {} (is it installed?)", argv[0]))?;
     if !out.status.success() {
-        bail!("{} failed: {}", argv.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{} failed: {}",
+            argv.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -93,7 +116,10 @@ fn apply_nft(rules: &str) -> anyhow::Result<()> {
     }
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("nft rejected the ruleset: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "nft rejected the ruleset: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }

@@ -31,9 +31,17 @@ pub fn recv(sock: &UnixStream) -> std::io::Result<Vec<OwnedFd>> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(COUNT))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut byte = [0u8; 1];
-    let got = rustix::net::recvmsg(sock.as_fd(), &mut [IoSliceMut::new(&mut byte)], &mut control, RecvFlags::CMSG_CLOEXEC)?;
+    let got = rustix::net::recvmsg(
+        sock.as_fd(),
+        &mut [IoSliceMut::new(&mut byte)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
     if got.bytes == 0 {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "namespace helper exited"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "namespace helper exited",
+        ));
     }
     let mut fds = Vec::new();
     for msg in control.drain() {
@@ -42,7 +50,10 @@ pub fn recv(sock: &UnixStream) -> std::io::Result<Vec<OwnedFd>> {
         }
     }
     if fds.len() != COUNT {
-        return Err(std::io::Error::other(format!("expected {COUNT} descriptors, got {}", fds.len())));
+        return Err(std::io::Error::other(format!(
+            "expected {COUNT} descriptors, got {}",
+            fds.len()
+        )));
     }
     Ok(fds)
 }

@@ -42,7 +42,6 @@ pub struct Confined {
     /// The command's process (after `go` it *is* CMD).
     pub child: Child,
     control: UnixStream,
-    _dir: tempfile::TempDir,
 }
 
 /// How CMD will be confined, for messages and `tier`.
@@ -54,7 +53,10 @@ pub fn describe() -> &'static str {
 /// main thread, before any runtime: the child's parent-death signal is
 /// tied to the thread that forked it.
 pub fn spawn(cmd: &[String]) -> anyhow::Result<(Confined, Listeners)> {
-    let dir = tempfile::Builder::new().prefix("secureops-run-").tempdir().context("cannot create a control folder")?;
+    let dir = tempfile::Builder::new()
+        .prefix("secureops-run-")
+        .tempdir()
+        .context("cannot create a control folder")?;
     let path = dir.path().join("control.sock");
     let listener = UnixListener::bind(&path).context("cannot create the control socket")?;
     listener.set_nonblocking(true)?;
@@ -65,10 +67,15 @@ pub fn spawn(cmd: &[String]) -> anyhow::Result<(Confined, Listeners)> {
     // to the invoking user, so CMD acts as them outside it.
     let mut command = match sudo_user() {
         Some((uid, gid)) => {
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).context("cannot hand the control folder over")?;
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .context("cannot hand the control folder over")?;
             std::os::unix::fs::chown(&path, Some(uid), Some(gid)).context("cannot hand the control socket over")?;
             let mut c = Command::new("setpriv");
-            c.arg(format!("--reuid={uid}")).arg(format!("--regid={gid}")).arg("--init-groups").arg("--").arg("unshare");
+            c.arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={gid}"))
+                .arg("--init-groups")
+                .arg("--")
+                .arg("unshare");
             c
         }
         None => Command::new("unshare"),
@@ -93,6 +100,10 @@ pub fn spawn(cmd: &[String]) -> anyhow::Result<(Confined, Listeners)> {
         }
         std::thread::sleep(Duration::from_millis(5));
     };
+    // Connected: the socket file and its folder are no longer needed, and
+    // removing them now leaves nothing behind even if we are killed later.
+    drop(listener);
+    let _ = dir.close();
     control.set_nonblocking(false)?;
     control.set_read_timeout(Some(Duration::from_secs(15)))?;
     let fds = match fdpass::recv(&control) {
@@ -111,7 +122,7 @@ pub fn spawn(cmd: &[String]) -> anyhow::Result<(Confined, Listeners)> {
         dns_udp: UdpSocket::from(next()?),
         dns_tcp: TcpListener::from(next()?),
     };
-    Ok((Confined { child, control, _dir: dir }, listeners))
+    Ok((Confined { child, control }, listeners))
 }
 
 impl Confined {
@@ -135,11 +146,22 @@ fn sudo_user() -> Option<(u32, u32)> {
 pub fn probe() -> Result<(), String> {
     let mut c = Command::new("unshare");
     c.args(["--user", "--map-root-user", "--net"]);
-    let out = c.args(["--", "true"]).output().map_err(|e| format!("unshare not available: {e}"))?;
+    let out = c
+        .args(["--", "true"])
+        .output()
+        .map_err(|e| format!("unshare not available: {e}"))?;
     if !out.status.success() {
-        return Err(format!("cannot create a network namespace: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "cannot create a network namespace: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
-    if Command::new("nft").arg("--version").output().map(|o| o.status.success()).unwrap_or(false) {
+    if Command::new("nft")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+    {
         Ok(())
     } else {
         Err("nft (nftables) is not installed".into())

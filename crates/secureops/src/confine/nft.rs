@@ -16,7 +16,11 @@ pub struct Ports {
 }
 
 /// Default ports inside the namespace.
-pub const PORTS: Ports = Ports { explicit: 3128, transparent: 3129, dns: 53 };
+pub const PORTS: Ports = Ports {
+    explicit: 3128,
+    transparent: 3129,
+    dns: 53,
+};
 
 /// The ruleset: all DNS (UDP and TCP port 53, whatever address
 /// `/etc/resolv.conf` names) to the sinkhole, loopback untouched, every
