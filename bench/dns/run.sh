@@ -18,6 +18,11 @@
 #   latency     dnsperf at a fixed RATE queries/s for DURATION s, every
 #               query's latency recorded (-v): p50 and p99
 #
+# With SHM=1 (the default) a third server runs: secureops with its audit
+# log on tmpfs (/dev/shm), where fdatasync costs nothing. It is not a
+# configuration to deploy; it separates what the disk sync costs from what
+# the sinkhole and the signed log cost.
+#
 # Everything runs on 127.0.0.x loopback addresses. Output: Markdown tables.
 #
 # Usage: bench/dns/run.sh      (DURATION=5 ROUNDS=3 OUTSTANDING=100 RATE=10000)
@@ -35,6 +40,7 @@ ROUNDS=${ROUNDS:-3}
 OUTSTANDING=${OUTSTANDING:-100}
 RATE=${RATE:-10000}
 NAMES=${NAMES:-1000}
+SHM=${SHM:-1}
 
 need=()
 command -v dnsperf >/dev/null || need+=(dnsperf)
@@ -52,6 +58,8 @@ cargo build --release --locked -p secureops >&2
 BIN=$PWD/target/release/secureops
 
 work=$(mktemp -d /tmp/secureops-dnsbench.XXXXXX)
+shm=""
+if [ "$SHM" = 1 ]; then shm=$(mktemp -d /dev/shm/secureops-dnsbench.XXXXXX); fi
 # dnsmasq drops privileges before reading addn-hosts.
 chmod 755 "$work"
 pids=()
@@ -59,12 +67,14 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   rm -rf "$work"
+  [ -z "$shm" ] || rm -rf "$shm"
 }
 trap cleanup EXIT
 
 UP_ADDR=127.0.0.3 UP_PORT=5399      # fake upstream (authoritative dnsmasq)
 SO_ADDR=127.0.0.4 SO_PORT=5353      # secureops
 DM_ADDR=127.0.0.5 DM_PORT=5353      # dnsmasq as a sinkhole
+SH_ADDR=127.0.0.6 SH_PORT=5353      # secureops, audit log on tmpfs (SHM=1)
 
 # --- names --------------------------------------------------------------
 : >"$work/denied.txt" >"$work/static.txt" >"$work/cached.txt" >"$work/static.hosts"
@@ -112,34 +122,50 @@ dnsmasq -k -C "$work/dnsmasq.conf" --pid-file="$work/dnsmasq.pid" 2>"$work/dnsma
 pids+=($!)
 
 # --- secureops -----------------------------------------------------------
-cat >"$work/secureops.toml" <<CONF
+# start_secureops NAME ADDR PORT AUDIT_DIR
+start_secureops() {
+  cat >"$work/$1.toml" <<CONF
 [proxy]
-listen = "$SO_ADDR:0"
+listen = "$2:0"
 [network]
 egress_allowlist = ["*.static.bench", "*.cached.bench"]
 [dns]
-listen = "$SO_ADDR:$SO_PORT"
+listen = "$2:$3"
 upstream = ["$UP_ADDR:$UP_PORT"]
 hosts = { ${hosts_toml%, } }
 client_rate = 0
 [audit]
-path = "$work/audit.jsonl"
-signing_key = "$work/audit.key"
+path = "$4/audit.jsonl"
+signing_key = "$4/audit.key"
 CONF
-"$BIN" proxy -c "$work/secureops.toml" >"$work/secureops.out" 2>"$work/secureops.err" &
-so_pid=$!
-pids+=($so_pid)
-
-for _ in $(seq 100); do
-  grep -q "listening dns=" "$work/secureops.out" 2>/dev/null && break
-  sleep 0.1
-done
-grep -q "listening dns=" "$work/secureops.out" || { cat "$work/secureops.err" >&2; exit 1; }
+  "$BIN" proxy -c "$work/$1.toml" >"$work/$1.out" 2>"$work/$1.err" &
+  pids+=($!)
+  for _ in $(seq 100); do
+    grep -q "listening dns=" "$work/$1.out" 2>/dev/null && break
+    sleep 0.1
+  done
+  grep -q "listening dns=" "$work/$1.out" || { cat "$work/$1.err" >&2; exit 1; }
+}
+start_secureops secureops "$SO_ADDR" "$SO_PORT" "$work"
+so_pid=${pids[-1]}
+all="dnsmasq secureops"
+if [ -n "$shm" ]; then
+  start_secureops secureops-shm "$SH_ADDR" "$SH_PORT" "$shm"
+  all="dnsmasq secureops secureops-shm"
+fi
+addr_of() {
+  case $1 in
+    dnsmasq) echo "$DM_ADDR $DM_PORT" ;;
+    secureops) echo "$SO_ADDR $SO_PORT" ;;
+    secureops-shm) echo "$SH_ADDR $SH_PORT" ;;
+  esac
+}
 
 # Sanity: both servers give the same answers.
-for srv in "$SO_ADDR -p $SO_PORT" "$DM_ADDR -p $DM_PORT"; do
-  # shellcheck disable=SC2086
-  set -- $srv
+for server in $all; do
+  # shellcheck disable=SC2046
+  set -- $(addr_of "$server")
+  set -- "$1" -p "$2"
   s=$(dig +short +time=2 +tries=1 @"$1" -p "$3" s7.static.bench A)
   c=$(dig +short +time=2 +tries=1 @"$1" -p "$3" c7.cached.bench A)
   d=$(dig +time=2 +tries=1 @"$1" -p "$3" x.denied.bench A | grep -o 'status: [A-Z]*')
@@ -147,10 +173,10 @@ for srv in "$SO_ADDR -p $SO_PORT" "$DM_ADDR -p $DM_PORT"; do
   [ "$s" = 1.2.3.8 ] && [ "$c" = 1.2.3.4 ] && [ "$d" = "status: NXDOMAIN" ] || { echo "sanity check failed" >&2; exit 1; }
 done
 
-# Warm both caches with every cached name.
-for srv in "$SO_ADDR $SO_PORT" "$DM_ADDR $DM_PORT"; do
-  # shellcheck disable=SC2086
-  set -- $srv
+# Warm every cache with every cached name.
+for server in $all; do
+  # shellcheck disable=SC2046
+  set -- $(addr_of "$server")
   dnsperf -s "$1" -p "$2" -d "$work/cached.txt" -n 1 -q 20 >/dev/null 2>&1
 done
 
@@ -186,11 +212,11 @@ results="$work/results"
 for round in $(seq "$ROUNDS"); do
   echo "round $round/$ROUNDS" >&2
   for case in denied static cached; do
-    # Alternate which server goes first.
-    servers="dnsmasq secureops"
-    ((round % 2 == 0)) && servers="secureops dnsmasq"
+    # Alternate the order of the servers from round to round.
+    servers=$all
+    ((round % 2 == 0)) && servers=$(tr ' ' '\n' <<<"$all" | tac | tr '\n' ' ')
     for server in $servers; do
-      if [ "$server" = secureops ]; then addr=$SO_ADDR port=$SO_PORT; else addr=$DM_ADDR port=$DM_PORT; fi
+      read -r addr port < <(addr_of "$server")
       read -r qps avg lost1 < <(throughput "$addr" "$port" "$work/$case.txt")
       read -r p50 p99 lost2 < <(latency "$addr" "$port" "$work/$case.txt")
       echo "$case $server $qps $avg $lost1 $p50 $p99 $lost2" | tee -a "$results" >&2
@@ -205,7 +231,7 @@ echo
 echo "| case | server | queries/s (max, $OUTSTANDING in flight) | avg ms at max | p50 ms at $RATE q/s | p99 ms at $RATE q/s | lost |"
 echo "|---|---|---:|---:|---:|---:|---:|"
 for case in denied static cached; do
-  for server in dnsmasq secureops; do
+  for server in $all; do
     col() { awk -v c="$case" -v s="$server" -v f="$1" '$1 == c && $2 == s {print $f}' "$results" | median; }
     lost=$(awk -v c="$case" -v s="$server" '$1 == c && $2 == s {l += $5 + $8} END {print l + 0}' "$results")
     echo "| $case | $server | $(col 3) | $(col 4) | $(col 6) | $(col 7) | $lost |"

@@ -321,7 +321,7 @@ async fn bench(args: Args, s: Settings, bin: PathBuf) -> anyhow::Result<bool> {
             fsync,
         };
         let config = proxy::config(&up, ctx.idle_echo, &spec, max_connections, s.dns_names);
-        proxies.push(Secureops::start(&bin, name, work.path(), &config).await?);
+        proxies.push(Secureops::start(&bin, name, work.path(), &config, spec.log()).await?);
     }
     let direct = Arc::new(Target {
         name: "direct".into(),
@@ -497,4 +497,27 @@ async fn bench(args: Args, s: Settings, bin: PathBuf) -> anyhow::Result<bool> {
         Sink::File(_) => print!("{text}"),
     }
     Ok(strict_failures.is_empty() && stop_failures.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse() {
+        let p = parse_peer("squid=127.0.0.1:3128,pid=42").unwrap();
+        assert_eq!((p.name.as_str(), p.addr.port(), p.pid), ("squid", 3128, Some(42)));
+        let p = parse_peer("tinyproxy=127.0.0.1:8888").unwrap();
+        assert_eq!(p.pid, None);
+        assert!(parse_peer("direct=127.0.0.1:1").is_err());
+        assert!(parse_peer("secureops=127.0.0.1:1").is_err());
+        assert!(parse_peer("x=nowhere").is_err());
+        assert!(parse_peer("x=127.0.0.1:1,pod=1").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
 }

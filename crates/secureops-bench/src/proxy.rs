@@ -26,6 +26,13 @@ pub struct AuditSpec {
     pub fsync: &'static str,
 }
 
+impl AuditSpec {
+    /// The log file.
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("audit.jsonl")
+    }
+}
+
 /// Names of the static DNS case: `s0.static.bench` ... (at most 100).
 pub fn static_names(n: usize) -> Vec<String> {
     (0..n.min(100)).map(|i| format!("s{i}.static.bench")).collect()
@@ -62,12 +69,9 @@ pub fn config(
     for (i, name) in static_names(static_count).iter().enumerate() {
         hosts.push(format!(r#""{name}" = ["1.2.3.{}"]"#, i + 1));
     }
-    let dir = audit
-        .dir
-        .display()
-        .to_string()
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"");
+    // TOML basic strings: backslash and quote escaped.
+    let quote = |p: &Path| p.display().to_string().replace('\\', "\\\\").replace('"', "\\\"");
+    let (dir, log) = (quote(&audit.dir), quote(&audit.log()));
     format!(
         r#"# Written by secureops-bench for one run.
 [proxy]
@@ -86,7 +90,7 @@ client_rate = 0
 hosts = {{ {hosts} }}
 
 [audit]
-path = "{dir}/audit.jsonl"
+path = "{log}"
 signing_key = "{dir}/audit.key"
 fsync = "{fsync}"
 "#,
@@ -169,8 +173,8 @@ fn listening(line: &str, what: &str) -> Option<SocketAddr> {
 
 impl Secureops {
     /// Writes `config` to `work/NAME.toml`, starts the binary and waits for
-    /// both listening lines.
-    pub async fn start(bin: &Path, name: &str, work: &Path, config: &str) -> anyhow::Result<Self> {
+    /// both listening lines. `audit` is the log that config names.
+    pub async fn start(bin: &Path, name: &str, work: &Path, config: &str, audit: PathBuf) -> anyhow::Result<Self> {
         let path = work.join(format!("{name}.toml"));
         std::fs::write(&path, config).with_context(|| format!("write {}", path.display()))?;
         let stderr = std::fs::File::create(work.join(format!("{name}.stderr")))?;
@@ -210,11 +214,6 @@ impl Secureops {
         }
         // Keep reading stdout so that a late line never meets a closed pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let audit = config
-            .lines()
-            .find_map(|l| l.strip_prefix("path = \""))
-            .map(|p| PathBuf::from(p.trim_end_matches('"')))
-            .context("config without audit path")?;
         Ok(Self {
             name: name.to_owned(),
             addr: addr.context("no proxy address")?,

@@ -137,6 +137,21 @@ fn encode(addr: SocketAddr) -> String {
     format!("{ip}:{:04X}", addr.port())
 }
 
+impl crate::dns::PeerAttribution for ProcNet {
+    fn attribute(
+        &self,
+        transport: crate::dns::Transport,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Option<(u32, Option<String>)> {
+        let found = match transport {
+            crate::dns::Transport::Tcp => self.tcp(peer, local),
+            crate::dns::Transport::Udp => self.udp(peer),
+        };
+        found.pid.map(|pid| (pid, found.exe))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,20 +170,5 @@ mod tests {
     fn unknown_socket_is_empty() {
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
         assert_eq!(ProcNet::own().tcp(addr, addr), Process::default());
-    }
-}
-
-impl crate::dns::PeerAttribution for ProcNet {
-    fn attribute(
-        &self,
-        transport: crate::dns::Transport,
-        peer: SocketAddr,
-        local: SocketAddr,
-    ) -> Option<(u32, Option<String>)> {
-        let found = match transport {
-            crate::dns::Transport::Tcp => self.tcp(peer, local),
-            crate::dns::Transport::Udp => self.udp(peer),
-        };
-        found.pid.map(|pid| (pid, found.exe))
     }
 }

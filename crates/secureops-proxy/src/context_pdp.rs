@@ -119,10 +119,10 @@ impl ContextPdp {
             if req.exe.as_deref() != Some(rule.exe.to_string_lossy().as_ref()) {
                 continue;
             }
-            if let Some(want) = &rule.sha256 {
-                if self.hashes.of_pid(pid).as_deref() != Some(want.as_str()) {
-                    continue;
-                }
+            if let Some(want) = &rule.sha256
+                && self.hashes.of_pid(pid).as_deref() != Some(want.as_str())
+            {
+                continue;
             }
             if let Some(r) = rule.allowlist.find(&req.host, req.port) {
                 let decision = if rule.escalate {

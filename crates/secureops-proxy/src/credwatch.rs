@@ -126,10 +126,11 @@ impl CredWatch {
             let path = entry.path();
             if kind.is_dir() && depth > 0 {
                 self.mark_existing(&path, depth - 1, budget);
-            } else if kind.is_file() && self.globs.matches(&path).is_some() {
-                if let (Some(perm), Ok(root)) = (&self.perm, std::fs::File::open("/")) {
-                    let _ = perm.mark(MarkFlags::FAN_MARK_ADD, MaskFlags::FAN_OPEN_PERM, &root, Some(&path));
-                }
+            } else if kind.is_file()
+                && self.globs.matches(&path).is_some()
+                && let (Some(perm), Ok(root)) = (&self.perm, std::fs::File::open("/"))
+            {
+                let _ = perm.mark(MarkFlags::FAN_MARK_ADD, MaskFlags::FAN_OPEN_PERM, &root, Some(&path));
             }
         }
     }

@@ -68,10 +68,10 @@ impl ExeHashes {
     fn of_path(&self, path: &Path) -> Option<String> {
         let meta = std::fs::metadata(path).ok()?;
         let key = (meta.dev(), meta.ino(), meta.mtime(), meta.size());
-        if let Ok(cache) = self.cache.lock() {
-            if let Some(h) = cache.get(&key) {
-                return Some(h.clone());
-            }
+        if let Ok(cache) = self.cache.lock()
+            && let Some(h) = cache.get(&key)
+        {
+            return Some(h.clone());
         }
         let mut file = std::fs::File::open(path).ok()?;
         let mut hasher = Sha256::new();

@@ -605,4 +605,25 @@ escalation_timeout_ms = 30000
         assert_eq!(l.upstream, vec![SocketAddr::from(([127, 0, 0, 53], 53))]);
         assert!(l.audit_config(None).path.ends_with("secureops-audit.jsonl"));
     }
+
+    #[test]
+    fn dns_section_becomes_the_sinkhole_config() {
+        let l = load_str(
+            "[dns]\nlisten = \"127.0.0.1:0\"\nupstream = [\"127.0.0.53\"]\nsinkhole = \"zero\"\n\
+             client_rate = 50\nclient_burst = 100\nupstream_timeout_ms = 700\ncache_entries = 0\n",
+        )
+        .unwrap();
+        let d = l.dns_config();
+        assert_eq!(d.listen, SocketAddr::from(([127, 0, 0, 1], 0)));
+        assert_eq!(d.upstream, vec![SocketAddr::from(([127, 0, 0, 53], 53))]);
+        assert_eq!(d.sinkhole, SinkholeMode::Zero);
+        assert_eq!((d.client_rate, d.client_burst, d.cache_entries), (50, 100, 0));
+        assert_eq!(d.upstream_timeout, Duration::from_millis(700));
+        let defaults = load(None).unwrap().dns_config();
+        assert_eq!(defaults.listen, SocketAddr::from(([127, 0, 0, 1], 5354)));
+        assert_eq!(defaults.sinkhole, SinkholeMode::Nxdomain);
+        assert_eq!((defaults.client_rate, defaults.client_burst), (1000, 2000));
+        let e = load_str("[dns]\nupstream_timeout_ms = 0\n").unwrap_err().to_string();
+        assert!(e.contains("upstream_timeout_ms"), "{e}");
+    }
 }

@@ -238,7 +238,7 @@ fn check_with_a_pid_uses_that_process_context() {
     );
     let _ = holder.kill();
     let _ = holder.wait();
-    let sleeper = Command::new("sleep").arg("5").spawn().unwrap();
+    let mut sleeper = Command::new("sleep").arg("5").spawn().unwrap();
     let out = secureops(
         &[
             "check",
@@ -251,6 +251,6 @@ fn check_with_a_pid_uses_that_process_context() {
         dir.path(),
     );
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
-    std::thread::sleep(Duration::from_millis(10));
-    let _ = Command::new("kill").arg(sleeper.id().to_string()).status();
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
 }

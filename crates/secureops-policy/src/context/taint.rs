@@ -86,10 +86,10 @@ impl TaintStore {
         if self.by_pid.len() >= MAX_TAINTS {
             self.expire(taint.at_ms);
         }
-        if self.by_pid.len() >= MAX_TAINTS {
-            if let Some(oldest) = self.by_pid.values().min_by_key(|t| t.at_ms).map(|t| t.pid) {
-                self.by_pid.remove(&oldest);
-            }
+        if self.by_pid.len() >= MAX_TAINTS
+            && let Some(oldest) = self.by_pid.values().min_by_key(|t| t.at_ms).map(|t| t.pid)
+        {
+            self.by_pid.remove(&oldest);
         }
         if self.scope == TaintScope::ProcessGroup && taint.pgid != 0 {
             self.by_pgid.insert(taint.pgid, taint.clone());
@@ -108,25 +108,27 @@ impl TaintStore {
     pub fn lookup(&self, who: &ProcessFacts, now_ms: u64) -> Option<&Taint> {
         let live = |t: &&Taint| now_ms.saturating_sub(t.at_ms) < self.window_ms;
         // The opener itself (same pid and same start: not a reused pid).
-        if let Some(t) = self.by_pid.get(&who.pid).filter(live) {
-            if t.start_ms == who.start_ms {
-                return Some(t);
-            }
+        if let Some(t) = self.by_pid.get(&who.pid).filter(live)
+            && t.start_ms == who.start_ms
+        {
+            return Some(t);
         }
         if self.scope != TaintScope::Process {
             // A descendant started after the read.
             for (pid, start) in &who.ancestors {
-                if let Some(t) = self.by_pid.get(pid).filter(live) {
-                    if t.start_ms == *start && who.start_ms >= t.at_ms.saturating_sub(CLOCK_SLACK_MS) {
-                        return Some(t);
-                    }
+                if let Some(t) = self.by_pid.get(pid).filter(live)
+                    && t.start_ms == *start
+                    && who.start_ms >= t.at_ms.saturating_sub(CLOCK_SLACK_MS)
+                {
+                    return Some(t);
                 }
             }
         }
-        if self.scope == TaintScope::ProcessGroup && who.pgid != 0 {
-            if let Some(t) = self.by_pgid.get(&who.pgid).filter(live) {
-                return Some(t);
-            }
+        if self.scope == TaintScope::ProcessGroup
+            && who.pgid != 0
+            && let Some(t) = self.by_pgid.get(&who.pgid).filter(live)
+        {
+            return Some(t);
         }
         None
     }

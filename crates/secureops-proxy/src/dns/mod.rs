@@ -97,7 +97,7 @@ impl Default for DnsConfig {
             max_tcp_connections: 256,
             tcp_idle_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(5),
-            threads: 1,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
         }
     }
 }
