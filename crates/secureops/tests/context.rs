@@ -7,7 +7,6 @@ mod support;
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::time::Duration;
 
 use support::*;
 
