@@ -11,6 +11,9 @@ use secureops_proxy::{AllowlistPdp, ConnectionRequest, ContextPdp, Decision, Pdp
 
 use crate::config;
 
+/// A decision function over one request.
+type Decide = dyn Fn(&ConnectionRequest) -> Result<Ruling, PdpError>;
+
 /// Prints `allow|deny|escalate REASON`; exit 0 allow, 1 deny/escalate, 2 error.
 pub fn check(config: Option<&Path>, pid: Option<u32>, dest: &str) -> ExitCode {
     let loaded = match config::load(config) {
@@ -41,7 +44,7 @@ pub fn check(config: Option<&Path>, pid: Option<u32>, dest: &str) -> ExitCode {
         Ok(h) => h,
         Err(e) => return verdict(Decision::Deny, &format!("invalid host {host:?}: {e}")),
     };
-    let pdp: Box<dyn Fn(&ConnectionRequest) -> Result<Ruling, PdpError>> = match (&loaded.context, pid) {
+    let pdp: Box<Decide> = match (&loaded.context, pid) {
         (Some(c), Some(p)) => {
             let pdp = context_pdp(&loaded, c);
             let taint = live_taint(p, &c.globs);

@@ -298,13 +298,13 @@ fn context(
                 format!("[[context.process]] exe {:?} must be an absolute path", p.exe),
             ));
         }
-        if let Some(h) = &p.sha256 {
-            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(err_at(
-                    0..0,
-                    format!("[[context.process]] sha256 {h:?} is not 64 hex digits"),
-                ));
-            }
+        if let Some(h) = &p.sha256
+            && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(err_at(
+                0..0,
+                format!("[[context.process]] sha256 {h:?} is not 64 hex digits"),
+            ));
         }
         rules.push(secureops_proxy::ProcessRule {
             exe: p.exe.clone(),
