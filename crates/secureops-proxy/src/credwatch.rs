@@ -90,10 +90,7 @@ impl CredWatch {
         if watch.perm.is_some() {
             // Credential files that exist now get their permission mark at
             // once, so even their first opener cannot slip by unseen.
-            let mut budget = 50_000usize;
-            for root in roots {
-                watch.mark_existing(root, 8, &mut budget);
-            }
+            watch.mark_existing(roots, 8, 50_000);
             let worker = Arc::clone(&watch);
             std::thread::Builder::new()
                 .name("secureops-credperm".into())
@@ -113,24 +110,36 @@ impl CredWatch {
         }
     }
 
-    /// Walks `dir` (bounded in depth and entries, symlinks not followed)
-    /// and marks the credential files found.
-    fn mark_existing(&self, dir: &Path, depth: usize, budget: &mut usize) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
-        for entry in entries.flatten() {
-            if *budget == 0 {
-                return;
+    /// Walks `roots` breadth-first (shallow files first; bounded in depth
+    /// and entries; symlinks and build/VCS folders skipped) and marks the
+    /// credential files found.
+    fn mark_existing(&self, roots: &[PathBuf], max_depth: usize, mut budget: usize) {
+        const SKIP: [&str; 5] = ["target", "node_modules", ".git", "proc", "sys"];
+        let mut queue: std::collections::VecDeque<(PathBuf, usize)> = roots.iter().map(|r| (r.clone(), 0)).collect();
+        let mut seen = std::collections::HashSet::new();
+        while let Some((dir, depth)) = queue.pop_front() {
+            if !seen.insert(dir.clone()) {
+                continue;
             }
-            *budget -= 1;
-            let Ok(kind) = entry.file_type() else { continue };
-            let path = entry.path();
-            if kind.is_dir() && depth > 0 {
-                self.mark_existing(&path, depth - 1, budget);
-            } else if kind.is_file()
-                && self.globs.matches(&path).is_some()
-                && let (Some(perm), Ok(root)) = (&self.perm, std::fs::File::open("/"))
-            {
-                let _ = perm.mark(MarkFlags::FAN_MARK_ADD, MaskFlags::FAN_OPEN_PERM, &root, Some(&path));
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                if budget == 0 {
+                    return;
+                }
+                budget -= 1;
+                let Ok(kind) = entry.file_type() else { continue };
+                let path = entry.path();
+                if kind.is_dir() {
+                    let skip = entry.file_name().to_str().is_some_and(|n| SKIP.contains(&n));
+                    if depth < max_depth && !skip {
+                        queue.push_back((path, depth + 1));
+                    }
+                } else if kind.is_file()
+                    && self.globs.matches(&path).is_some()
+                    && let (Some(perm), Ok(root)) = (&self.perm, std::fs::File::open("/"))
+                {
+                    let _ = perm.mark(MarkFlags::FAN_MARK_ADD, MaskFlags::FAN_OPEN_PERM, &root, Some(&path));
+                }
             }
         }
     }
