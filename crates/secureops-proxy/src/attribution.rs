@@ -14,11 +14,18 @@ pub struct Process {
     pub pid: Option<u32>,
     /// Executable path.
     pub exe: Option<String>,
+    /// `uid=… ppid=… sha256=… cmd=…` for the audit entry's `detail`.
+    pub detail: Option<String>,
 }
 
 /// Finds processes by their sockets in one network namespace.
 #[derive(Debug, Clone)]
 pub struct ProcNet {
+    /// Exact socket lookups in the clients' namespace; without it the
+    /// `/proc/PID/net/tcp` tables are scanned (slow on busy machines).
+    diag: Option<std::sync::Arc<crate::sockdiag::SockDiag>>,
+    /// Executable hashes, cached by device, inode and mtime.
+    hashes: std::sync::Arc<crate::procinfo::ExeHashes>,
     /// `/proc/PID` of a process inside the namespace whose tables are read.
     anchor: PathBuf,
 }
@@ -28,6 +35,8 @@ impl ProcNet {
     /// the namespace of the clients).
     pub fn new(pid_in_namespace: u32) -> Self {
         Self {
+            diag: None,
+            hashes: Default::default(),
             anchor: PathBuf::from(format!("/proc/{pid_in_namespace}")),
         }
     }
@@ -35,8 +44,16 @@ impl ProcNet {
     /// The namespace of this process (clients on the same machine).
     pub fn own() -> Self {
         Self {
+            diag: crate::sockdiag::SockDiag::open().ok().map(std::sync::Arc::new),
+            hashes: Default::default(),
             anchor: PathBuf::from("/proc/self"),
         }
+    }
+
+    /// Uses `diag` (a sock_diag socket of the clients' namespace) for TCP.
+    pub fn with_diag(mut self, diag: crate::sockdiag::SockDiag) -> Self {
+        self.diag = Some(std::sync::Arc::new(diag));
+        self
     }
 
     /// The network namespace whose tables are read (the `ns/net` link,
@@ -48,6 +65,9 @@ impl ProcNet {
     /// The process whose TCP socket has local address `client` and remote
     /// address `server` (as the client sees them).
     pub fn tcp(&self, client: SocketAddr, server: SocketAddr) -> Process {
+        if let Some(diag) = &self.diag {
+            return self.owner(diag.tcp_inode(client, server));
+        }
         let inode = ["net/tcp", "net/tcp6"].iter().find_map(|table| {
             let text = std::fs::read_to_string(self.anchor.join(table)).ok()?;
             find_inode(&text, client, Some(server))
@@ -101,11 +121,35 @@ impl ProcNet {
                 let exe = std::fs::read_link(dir.join("exe"))
                     .ok()
                     .map(|p| p.to_string_lossy().into_owned());
-                return Process { pid: Some(pid), exe };
+                let detail = Some(describe(pid, &dir, &self.hashes));
+                return Process {
+                    pid: Some(pid),
+                    exe,
+                    detail,
+                };
             }
         }
         Process::default()
     }
+}
+
+/// Who the process is, beyond pid and exe: owner, parent, binary hash
+/// (a swapped binary shows a new hash) and command line (bounded, control
+/// characters replaced).
+fn describe(pid: u32, dir: &std::path::Path, hashes: &std::sync::Arc<crate::procinfo::ExeHashes>) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata(dir)
+        .map(|m| m.uid().to_string())
+        .unwrap_or_else(|_| "?".into());
+    let ppid = crate::procinfo::parent(pid).map_or_else(|| "?".into(), |p| p.to_string());
+    let sha = hashes.of_pid_cached(pid).unwrap_or_else(|| "pending".into());
+    let raw = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+    let cmd: String = String::from_utf8_lossy(&raw)
+        .chars()
+        .map(|c| if c == '\0' || c.is_control() { ' ' } else { c })
+        .take(256)
+        .collect();
+    format!("uid={uid} ppid={ppid} sha256={sha} cmd={}", cmd.trim_end())
 }
 
 /// Finds the inode of the row whose local address is `local` (and remote

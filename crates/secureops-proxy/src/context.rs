@@ -118,6 +118,7 @@ pub fn egress_finding(
     if let Some(r) = req {
         f.pid = r.pid;
         f.exe.clone_from(&r.exe);
+        f.detail.clone_from(&r.process_detail);
     }
     f
 }
@@ -137,6 +138,7 @@ impl ProxyContext {
             peer,
             pid: None,
             exe: None,
+            process_detail: None,
         })
     }
 

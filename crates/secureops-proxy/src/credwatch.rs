@@ -193,6 +193,17 @@ impl CredWatch {
         }
     }
 
+    /// Whether this process may watch credential opens (fanotify needs
+    /// `CAP_SYS_ADMIN`); `secureops tier` reports it.
+    pub fn probe() -> Result<(), WatchError> {
+        Fanotify::init(
+            InitFlags::FAN_CLASS_NOTIF | InitFlags::FAN_CLOEXEC,
+            EventFFlags::O_RDONLY,
+        )
+        .map(drop)
+        .map_err(|e| WatchError(e.desc().to_owned()))
+    }
+
     /// Reads the events queued so far and records the credential opens.
     ///
     /// Stops at the first short read: the queue was empty at that moment,

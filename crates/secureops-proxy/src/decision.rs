@@ -52,6 +52,9 @@ pub struct ConnectionRequest {
     pub pid: Option<u32>,
     /// The client's executable, when attribution succeeded.
     pub exe: Option<String>,
+    /// More about the client process (uid, parent, binary hash, command
+    /// line), recorded in the audit entry's `detail`.
+    pub process_detail: Option<String>,
 }
 
 impl ConnectionRequest {
@@ -59,6 +62,7 @@ impl ConnectionRequest {
     pub fn with_process(mut self, process: crate::attribution::Process) -> Self {
         self.pid = process.pid;
         self.exe = process.exe;
+        self.process_detail = process.detail;
         self
     }
 }

@@ -339,6 +339,7 @@ mod tests {
             peer: None,
             pid: Some(42),
             exe: Some(exe.to_owned()),
+            process_detail: None,
         }
     }
 

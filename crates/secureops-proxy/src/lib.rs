@@ -39,6 +39,7 @@ pub mod refusal;
 pub mod relay;
 pub mod resolve;
 pub mod server;
+pub mod sockdiag;
 pub mod transparent;
 mod tunnel;
 

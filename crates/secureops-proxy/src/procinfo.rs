@@ -33,6 +33,11 @@ fn stat(pid: u32) -> Option<(u32, u32, u64)> {
     Some((ppid, pgid, ticks * 1000 / hz))
 }
 
+/// The parent pid of `pid`.
+pub fn parent(pid: u32) -> Option<u32> {
+    stat(pid).map(|(ppid, _, _)| ppid)
+}
+
 /// The facts the taint store needs, or `None` when the process is gone.
 pub fn facts(pid: u32) -> Option<ProcessFacts> {
     let (mut ppid, pgid, start_ms) = stat(pid)?;
@@ -65,11 +70,45 @@ impl ExeHashes {
         self.of_path(Path::new(&format!("/proc/{pid}/exe")))
     }
 
+    /// The hash when already known; otherwise starts hashing in the
+    /// background (a large binary takes long enough to hash that a
+    /// connection must not wait for it) and returns `None`.
+    pub fn of_pid_cached(self: &std::sync::Arc<Self>, pid: u32) -> Option<String> {
+        let path = std::path::PathBuf::from(format!("/proc/{pid}/exe"));
+        let meta = std::fs::metadata(&path).ok()?;
+        let key = (meta.dev(), meta.ino(), meta.mtime(), meta.size());
+        {
+            let mut cache = self.cache.lock().ok()?;
+            if let Some(h) = cache.get(&key) {
+                return (!h.is_empty()).then(|| h.clone());
+            }
+            // An empty value marks "being hashed".
+            cache.insert(key, String::new());
+        }
+        let me = std::sync::Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("secureops-exehash".into())
+            .spawn(move || {
+                if me.of_path(&path).is_none()
+                    && let Ok(mut cache) = me.cache.lock()
+                {
+                    cache.remove(&key);
+                }
+            });
+        if spawned.is_err()
+            && let Ok(mut cache) = self.cache.lock()
+        {
+            cache.remove(&key);
+        }
+        None
+    }
+
     fn of_path(&self, path: &Path) -> Option<String> {
         let meta = std::fs::metadata(path).ok()?;
         let key = (meta.dev(), meta.ino(), meta.mtime(), meta.size());
         if let Ok(cache) = self.cache.lock()
             && let Some(h) = cache.get(&key)
+            && !h.is_empty()
         {
             return Some(h.clone());
         }

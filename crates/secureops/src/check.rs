@@ -73,6 +73,7 @@ pub fn check(config: Option<&Path>, pid: Option<u32>, dest: &str) -> ExitCode {
         peer: None,
         pid: None,
         exe: None,
+        process_detail: None,
     };
     let req = ConnectionRequest { pid, exe, ..req };
     let ruling = match pdp(&req) {

@@ -138,6 +138,11 @@ pub fn tier(json: bool) {
             format!("{e}; `secureops run` needs --weak and only sets proxy variables"),
         ),
     };
+    let credwatch = secureops_proxy::credwatch::CredWatch::probe();
+    let cred_note = match &credwatch {
+        Ok(()) => "credential-file watch (fanotify) available: [context] taint is enforced".to_owned(),
+        Err(e) => e.to_string(),
+    };
     let lsm_note = if bpf_lsm {
         "BPF LSM listed (not used yet)"
     } else {
@@ -149,10 +154,12 @@ pub fn tier(json: bool) {
             "why": why,
             "root": root,
             "bpf_lsm": bpf_lsm,
+            "credential_watch": credwatch.is_ok(),
         });
         println!("{v}");
     } else {
         println!("{} — {why}", tier.as_str());
         println!("running as root: {root}; {lsm_note}");
+        println!("{cred_note}");
     }
 }

@@ -135,6 +135,7 @@ impl Guard {
         listeners: crate::confine::Listeners,
         attribution: secureops_proxy::attribution::ProcNet,
     ) -> anyhow::Result<Self> {
+        let attribution = attribution.with_diag(secureops_proxy::sockdiag::SockDiag::from_fd(listeners.diag));
         let audit_config = loaded.audit_config(audit_path);
         let audit = AuditLog::open(audit_config.clone())
             .with_context(|| format!("cannot open audit log {}", audit_config.path.display()))?;

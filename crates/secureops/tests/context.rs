@@ -112,6 +112,11 @@ fn a_process_that_read_a_credential_file_reaches_only_the_taint_allowlist() {
     for e in &entries {
         assert!(e["pid"].as_u64().is_some(), "{e}");
         assert!(e["exe"].as_str().unwrap_or_default().ends_with("curl"), "{e}");
+        let detail = e["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("uid=0 ") && detail.contains("ppid=") && detail.contains("cmd=curl"),
+            "{e}"
+        );
     }
     let denied: Vec<_> = entries.iter().filter(|e| e["decision"] == "deny").collect();
     assert_eq!(denied.len(), 3, "{entries:?}");

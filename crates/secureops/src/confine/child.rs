@@ -41,10 +41,17 @@ fn setup_and_exec(control: &Path, cmd: &[String]) -> anyhow::Result<std::convert
     let transparent =
         std::net::TcpListener::bind(("127.0.0.1", PORTS.transparent)).context("bind transparent listener")?;
     let dns_udp = std::net::UdpSocket::bind(("127.0.0.1", PORTS.dns)).context("bind DNS (UDP)")?;
+    let diag = secureops_proxy::sockdiag::socket().context("open sock_diag")?;
     let dns_tcp = std::net::TcpListener::bind(("127.0.0.1", PORTS.dns)).context("bind DNS (TCP)")?;
     fdpass::send(
         &sock,
-        &[explicit.as_fd(), transparent.as_fd(), dns_udp.as_fd(), dns_tcp.as_fd()],
+        &[
+            explicit.as_fd(),
+            transparent.as_fd(),
+            dns_udp.as_fd(),
+            dns_tcp.as_fd(),
+            diag.as_fd(),
+        ],
     )
     .context("cannot hand the listeners to the supervisor")?;
     // Our copies close at exec (close-on-exec); CMD never holds them.

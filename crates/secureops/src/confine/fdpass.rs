@@ -12,8 +12,9 @@ use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
 };
 
-/// How many descriptors travel: explicit, transparent, DNS UDP, DNS TCP.
-pub const COUNT: usize = 4;
+/// How many descriptors travel: explicit, transparent, DNS UDP, DNS TCP,
+/// and a sock_diag socket (process lookups in the namespace).
+pub const COUNT: usize = 5;
 
 /// Sends `fds` with a one-byte payload.
 pub fn send(sock: &UnixStream, fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {

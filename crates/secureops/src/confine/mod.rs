@@ -34,6 +34,8 @@ pub struct Listeners {
     pub dns_udp: UdpSocket,
     /// DNS sinkhole, TCP.
     pub dns_tcp: TcpListener,
+    /// sock_diag socket of the namespace (exact process lookups).
+    pub diag: std::os::fd::OwnedFd,
 }
 
 /// A command waiting in its namespace for the guard to start.
@@ -121,6 +123,7 @@ pub fn spawn(cmd: &[String]) -> anyhow::Result<(Confined, Listeners)> {
         transparent: TcpListener::from(next()?),
         dns_udp: UdpSocket::from(next()?),
         dns_tcp: TcpListener::from(next()?),
+        diag: next()?,
     };
     Ok((Confined { child, control }, listeners))
 }
