@@ -67,34 +67,18 @@ impl Guard {
         listen: Option<SocketAddr>,
         dns: DnsListen,
     ) -> anyhow::Result<Self> {
-        let audit_config = loaded.audit_config(audit_path);
-        let audit = AuditLog::open(audit_config.clone())
-            .with_context(|| format!("cannot open audit log {}", audit_config.path.display()))?;
         let mut proxy_config = loaded.proxy_config();
         if let Some(addr) = listen {
             proxy_config.listen = addr;
         }
-        let resolver = Resolver::new(
-            loaded.hosts.clone(),
-            &loaded.upstream,
-            loaded.private.clone(),
-            proxy_config.connect_timeout,
-        )?;
-        let (pdp, needs_process) = policy(loaded);
         // Process context needs to know who connects: look sockets up in
         // this machine's own tables (clients on this host).
-        let attribution = needs_process.then(secureops_proxy::attribution::ProcNet::own);
-        let control = crate::escalate_cmd::Control::start(loaded, None)?;
-        let ctx = ProxyContext {
-            config: proxy_config.clone(),
-            pdp,
-            resolver,
-            audit: audit.clone(),
-            audit_down: Default::default(),
-            attribution: attribution.clone(),
-            escalation: control.as_ref().map(|c| Arc::clone(&c.broker)),
-        };
-        let proxy = EgressProxy::bind(Arc::new(ctx))
+        let attribution = loaded
+            .context
+            .is_some()
+            .then(secureops_proxy::attribution::ProcNet::own);
+        let (ctx, audit, control) = shared(loaded, audit_path, proxy_config.clone(), attribution.clone(), None)?;
+        let proxy = EgressProxy::bind(ctx)
             .await
             .with_context(|| format!("cannot listen on {}", proxy_config.listen))?;
         let addr = proxy.local_addr()?;
@@ -136,27 +120,15 @@ impl Guard {
         attribution: secureops_proxy::attribution::ProcNet,
     ) -> anyhow::Result<Self> {
         let attribution = attribution.with_diag(secureops_proxy::sockdiag::SockDiag::from_fd(listeners.diag));
-        let audit_config = loaded.audit_config(audit_path);
-        let audit = AuditLog::open(audit_config.clone())
-            .with_context(|| format!("cannot open audit log {}", audit_config.path.display()))?;
-        let proxy_config = loaded.proxy_config();
-        let resolver = Resolver::new(
-            loaded.hosts.clone(),
-            &loaded.upstream,
-            loaded.private.clone(),
-            proxy_config.connect_timeout,
-        )?;
         // The confined command's own namespace may not answer escalations.
-        let control = crate::escalate_cmd::Control::start(loaded, attribution.netns())?;
-        let ctx = Arc::new(ProxyContext {
-            config: proxy_config,
-            pdp: policy(loaded).0,
-            resolver,
-            audit: audit.clone(),
-            audit_down: Default::default(),
-            attribution: Some(attribution.clone()),
-            escalation: control.as_ref().map(|c| Arc::clone(&c.broker)),
-        });
+        let netns = attribution.netns();
+        let (ctx, audit, control) = shared(
+            loaded,
+            audit_path,
+            loaded.proxy_config(),
+            Some(attribution.clone()),
+            netns,
+        )?;
         let explicit = EgressProxy::from_std(listeners.explicit, Arc::clone(&ctx), false)?;
         let transparent = EgressProxy::from_std(listeners.transparent, Arc::clone(&ctx), true)?;
         let addr = explicit.local_addr()?;
@@ -211,12 +183,42 @@ impl Guard {
     }
 }
 
+/// What both ways of starting share: the audit log, the resolver, the
+/// decision point and the escalation control socket, in one context.
+fn shared(
+    loaded: &Loaded,
+    audit_path: Option<&Path>,
+    config: secureops_proxy::ProxyConfig,
+    attribution: Option<secureops_proxy::attribution::ProcNet>,
+    agent_netns: Option<std::path::PathBuf>,
+) -> anyhow::Result<(Arc<ProxyContext>, AuditLog, Option<crate::escalate_cmd::Control>)> {
+    let audit_config = loaded.audit_config(audit_path);
+    let audit = AuditLog::open(audit_config.clone())
+        .with_context(|| format!("cannot open audit log {}", audit_config.path.display()))?;
+    let resolver = Resolver::new(
+        loaded.hosts.clone(),
+        &loaded.upstream,
+        loaded.private.clone(),
+        config.connect_timeout,
+    )?;
+    let control = crate::escalate_cmd::Control::start(loaded, agent_netns)?;
+    let ctx = Arc::new(ProxyContext {
+        config,
+        pdp: policy(loaded),
+        resolver,
+        audit: audit.clone(),
+        audit_down: Default::default(),
+        attribution,
+        escalation: control.as_ref().map(|c| Arc::clone(&c.broker)),
+    });
+    Ok((ctx, audit, control))
+}
+
 /// The decision point for this configuration: the allowlist alone, or with
-/// `[context]` the context PDP (whose credential watch starts here). The
-/// flag says whether decisions need the connecting process.
-fn policy(loaded: &Loaded) -> (Arc<dyn PolicyDecisionPoint>, bool) {
+/// `[context]` the context PDP (whose credential watch starts here).
+fn policy(loaded: &Loaded) -> Arc<dyn PolicyDecisionPoint> {
     let Some(c) = &loaded.context else {
-        return (Arc::new(AllowlistPdp::new(loaded.allowlist.clone())), false);
+        return Arc::new(AllowlistPdp::new(loaded.allowlist.clone()));
     };
     let watch = if c.globs.is_empty() {
         None
@@ -246,7 +248,7 @@ fn policy(loaded: &Loaded) -> (Arc<dyn PolicyDecisionPoint>, bool) {
         watch,
         hashes: Default::default(),
     };
-    (Arc::new(pdp), true)
+    Arc::new(pdp)
 }
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
