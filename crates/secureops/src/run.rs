@@ -84,17 +84,7 @@ fn run_weak(loaded: &crate::config::Loaded, audit: Option<&Path>, cmd: &[String]
         let url = format!("http://{}", guard.addr);
         let mut child = tokio::process::Command::new(program);
         child.args(args);
-        for var in [
-            "HTTPS_PROXY",
-            "HTTP_PROXY",
-            "ALL_PROXY",
-            "https_proxy",
-            "http_proxy",
-            "all_proxy",
-        ] {
-            child.env(var, &url);
-        }
-        child.env_remove("NO_PROXY").env_remove("no_proxy");
+        crate::confine::proxy_env(child.as_std_mut(), &url);
         let mut child = child.spawn().with_context(|| format!("cannot start {program:?}"))?;
         let pid = child.id().unwrap_or(0);
         let status = loop {

@@ -79,17 +79,7 @@ fn setup_and_exec(control: &Path, cmd: &[String]) -> anyhow::Result<std::convert
         .arg("--")
         .arg(program);
     command.args(args);
-    for var in [
-        "HTTPS_PROXY",
-        "HTTP_PROXY",
-        "ALL_PROXY",
-        "https_proxy",
-        "http_proxy",
-        "all_proxy",
-    ] {
-        command.env(var, &url);
-    }
-    command.env_remove("NO_PROXY").env_remove("no_proxy");
+    crate::confine::proxy_env(&mut command, &url);
     let err = command.exec();
     Err(anyhow::Error::new(err).context(format!("cannot start {program:?}")))
 }

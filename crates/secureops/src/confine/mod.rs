@@ -46,6 +46,22 @@ pub struct Confined {
     control: UnixStream,
 }
 
+/// Points the proxy variables (both cases, as tools disagree) at `url` and
+/// removes the exceptions, for tools that honour them.
+pub fn proxy_env(command: &mut Command, url: &str) {
+    for var in [
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "ALL_PROXY",
+        "https_proxy",
+        "http_proxy",
+        "all_proxy",
+    ] {
+        command.env(var, url);
+    }
+    command.env_remove("NO_PROXY").env_remove("no_proxy");
+}
+
 /// How CMD will be confined, for messages and `tier`.
 pub fn describe() -> &'static str {
     "user + network namespace, no capabilities, no-new-privs"
