@@ -21,7 +21,7 @@ use crate::resolve::connect;
 /// An upstream connection kept for the next request to the same place.
 #[derive(Debug)]
 pub(crate) struct Upstream {
-    host: String,
+    host: secureops_policy::Host,
     port: u16,
     conn: Conn,
 }
@@ -184,7 +184,7 @@ enum Failure {
 
 fn take_cached(cache: &mut Option<Upstream>, req: &ConnectionRequest) -> Option<Upstream> {
     let up = cache.take()?;
-    if up.host != req.host.to_string() || up.port != req.port || !up.conn.buf.is_empty() {
+    if up.host != req.host || up.port != req.port || !up.conn.buf.is_empty() {
         return None;
     }
     // A kept connection the server has since closed reads as EOF now.
@@ -200,7 +200,7 @@ async fn open(ctx: &ProxyContext, req: &ConnectionRequest) -> Result<Upstream, R
     let label = format!("{}:{}", host_port_host(&req.host), req.port);
     let stream = connect(&addrs, ctx.config.connect_timeout, &label).await?;
     Ok(Upstream {
-        host: req.host.to_string(),
+        host: req.host.clone(),
         port: req.port,
         conn: Conn::new(stream, ctx.config.idle_timeout),
     })

@@ -39,7 +39,7 @@ const GATE_LIMIT: usize = 16 * 1024;
 /// Relays between `client` and `upstream` until both directions finish,
 /// one fails, or the tunnel is idle for `idle`.
 pub async fn relay(client: &mut TcpStream, upstream: &mut TcpStream, idle: Duration) -> std::io::Result<Relayed> {
-    relay_gated(client, upstream, idle, |_: &[u8]| Gate::Pass).await
+    relay_with(client, upstream, idle, None::<fn(&[u8]) -> Gate>).await
 }
 
 /// Like [`relay`], but the client's first bytes are held back until `gate`
@@ -51,12 +51,21 @@ pub async fn relay_gated(
     idle: Duration,
     gate: impl FnMut(&[u8]) -> Gate,
 ) -> std::io::Result<Relayed> {
+    relay_with(client, upstream, idle, Some(gate)).await
+}
+
+async fn relay_with(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    idle: Duration,
+    gate: Option<impl FnMut(&[u8]) -> Gate>,
+) -> std::io::Result<Relayed> {
     let start = Instant::now();
     let last = AtomicU64::new(0);
     let (cr, cw) = client.split();
     let (ur, uw) = upstream.split();
     let (sent, received) = tokio::try_join!(
-        pump(cr, uw, &last, start, idle, Some(gate)),
+        pump(cr, uw, &last, start, idle, gate),
         pump(ur, cw, &last, start, idle, None::<fn(&[u8]) -> Gate>)
     )?;
     Ok(Relayed { sent, received })

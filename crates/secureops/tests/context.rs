@@ -39,23 +39,7 @@ const TAINT: &str =
 /// curl through the proxy in its own process group (so that a taint of
 /// the group never reaches the test harness or other tests).
 fn curl_alone(proxy: &Proxy, args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "10",
-            "-x",
-            &proxy.url(),
-            "-w",
-            "\nSTATUS=%{http_code}",
-        ])
-        .args(args)
-        .process_group(0)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text.rsplit_once("\nSTATUS=").unwrap_or((&text, "0"));
-    (status.trim().parse().unwrap_or(0), body.to_owned())
+    curl_status(&curl_command(&proxy.url(), args).process_group(0).output().unwrap())
 }
 
 fn secrets() -> tempfile::TempDir {

@@ -58,37 +58,7 @@ fn cli(proxy: &Proxy, args: &[&str]) -> (i32, String, String) {
 fn curl_in_background(proxy: &Proxy, args: &[&str]) -> JoinHandle<(u16, String)> {
     let url = proxy.url();
     let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    std::thread::spawn(move || {
-        let out = std::process::Command::new("curl")
-            .args([
-                "-sS",
-                "--max-time",
-                "20",
-                "-x",
-                &url,
-                "-w",
-                "\nSTATUS=%{http_code} %{http_connect}",
-            ])
-            .args(&args)
-            .env_remove("HTTPS_PROXY")
-            .env_remove("HTTP_PROXY")
-            .env_remove("ALL_PROXY")
-            .env_remove("https_proxy")
-            .env_remove("http_proxy")
-            .env_remove("all_proxy")
-            .env_remove("NO_PROXY")
-            .env_remove("no_proxy")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, codes) = text.rsplit_once("\nSTATUS=").unwrap_or((&text, "0 0"));
-        let status = codes
-            .split_whitespace()
-            .map(|c| c.parse().unwrap_or(0))
-            .find(|&c| c != 0)
-            .unwrap_or(0);
-        (status, body.to_owned())
-    })
+    std::thread::spawn(move || curl_status(&curl_command(&url, &args).output().unwrap()))
 }
 
 /// Waits until `secureops pending --json` lists a request for `port`.

@@ -392,9 +392,46 @@ impl TlsOrigin {
 /// Runs `curl` with `args` through the proxy (`-x`), all proxy variables
 /// cleared; returns (HTTP status, body).
 pub fn curl(proxy: &Proxy, args: &[&str]) -> (u16, String) {
-    let out = curl_raw(proxy, args);
+    curl_status(&curl_raw(proxy, args))
+}
+
+pub fn curl_raw(proxy: &Proxy, args: &[&str]) -> Output {
+    curl_command(&proxy.url(), args).output().unwrap()
+}
+
+/// `curl -x PROXY_URL ARGS…` with every proxy variable cleared and the
+/// status appended to stdout (see [`curl_status`]).
+pub fn curl_command<S: AsRef<std::ffi::OsStr>>(proxy_url: &str, args: &[S]) -> Command {
+    let mut c = Command::new("curl");
+    c.args([
+        "-sS",
+        "--max-time",
+        "20",
+        "-x",
+        proxy_url,
+        "-w",
+        "\nSTATUS=%{http_code} %{http_connect}",
+    ])
+    .args(args);
+    for var in [
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "ALL_PROXY",
+        "https_proxy",
+        "http_proxy",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        c.env_remove(var);
+    }
+    c
+}
+
+/// (HTTP status, body) of a [`curl_command`] run; `http_code` is 0 when a
+/// CONNECT was refused, and then `http_connect` has it.
+pub fn curl_status(out: &Output) -> (u16, String) {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    // `http_code` is 0 when a CONNECT was refused; then `http_connect` has it.
     let (body, codes) = text.rsplit_once("\nSTATUS=").unwrap_or((&text, "0 0"));
     let status = codes
         .split_whitespace()
@@ -402,30 +439,6 @@ pub fn curl(proxy: &Proxy, args: &[&str]) -> (u16, String) {
         .find(|&c| c != 0)
         .unwrap_or(0);
     (status, body.to_owned())
-}
-
-pub fn curl_raw(proxy: &Proxy, args: &[&str]) -> Output {
-    Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "20",
-            "-x",
-            &proxy.url(),
-            "-w",
-            "\nSTATUS=%{http_code} %{http_connect}",
-        ])
-        .args(args)
-        .env_remove("HTTPS_PROXY")
-        .env_remove("HTTP_PROXY")
-        .env_remove("ALL_PROXY")
-        .env_remove("https_proxy")
-        .env_remove("http_proxy")
-        .env_remove("all_proxy")
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .output()
-        .unwrap()
 }
 
 /// Sends raw bytes to the proxy and reads until it closes (or `wait`).
