@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 pub enum FsyncPolicy {
     /// `fsync` (data sync) after every entry.
     Always,
-    /// One data sync per group commit (default).
+    /// Lines are answered once written; a background data sync covers
+    /// every group written meanwhile (default).
     #[default]
     Batch,
 }

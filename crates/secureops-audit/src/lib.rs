@@ -50,19 +50,27 @@
 //! # Writing
 //!
 //! One thread owns the file (`O_APPEND`) and commits whatever is queued as
-//! one group: one timestamp, one `write`, with sign=batch one signature. With
-//! fsync=batch a second thread runs the data sync while the writer goes on
-//! with the next group, waits briefly under load so that one sync covers
-//! more entries, and answers the requests once their bytes are durable. With
-//! fsync=always each line is synced before the next is written.
+//! one group: one timestamp, one `write`, with sign=batch one signature.
+//!
+//! With fsync=batch (the default) a request is answered once its line is
+//! written to the file: from then on a crash or kill of the guard cannot
+//! lose it, and `audit verify` sees it. A second thread syncs the data
+//! (`fdatasync`) in the background, one sync covering every group written
+//! meanwhile, so only a power loss or kernel crash can lose lines, and only
+//! those written since the last finished sync (about one sync time,
+//! typically well under 10 ms). Decisions therefore never wait for the disk.
+//! With fsync=always each line is synced before its request is answered and
+//! before the next line is written.
 //!
 //! # Failure
 //!
-//! A failed write or sync fails every request of its group and of any group
-//! written after the last durable one (the decisions become refusals). The
-//! file is truncated back to the last durable line, and the in-memory chain
-//! is reset to it; the next group retries. One error is logged per failure
-//! episode, not per entry.
+//! A failed write fails every request of its group (the decisions become
+//! refusals); the file is truncated back to the last good line and the
+//! in-memory chain is reset to it; the next group retries. A failed
+//! background sync stops the log: groups queued behind it fail and are
+//! truncated off, and nothing more is written until the writer's own sync
+//! succeeds (lines answered before the failure stay). One error is logged
+//! per failure episode, not per entry.
 
 #![forbid(unsafe_code)]
 // Tests may unwrap; library code may not (checked by clippy without cfg(test)).

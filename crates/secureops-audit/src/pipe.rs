@@ -1,15 +1,17 @@
 //! Hand-off between the writer thread and the syncer thread.
 //!
 //! With fsync=batch the writer does not wait for the data sync: it writes a
-//! group, queues it here and goes on encoding the next one, while the syncer
-//! thread syncs everything queued so far (one `fdatasync` covers several
-//! groups) and then answers their requests. The throughput limit becomes the
-//! sync latency alone instead of sync + encode + hand-over.
+//! group, answers its requests (the lines are in the file, so a crash or
+//! kill of the guard cannot lose them), queues the group here and goes on
+//! with the next one, while the syncer thread syncs everything queued so far
+//! (one `fdatasync` covers several groups). Only a power loss or a kernel
+//! crash can lose lines, and only those written since the last finished
+//! sync. With fsync=always each line is synced by the writer, and the syncer
+//! only answers the requests.
 //!
-//! A failed sync *poisons* the pipe: every group written after the last
-//! durable one fails, whether it was being synced or queued behind. Before
-//! its next group, the writer waits for the queue to drain, truncates the file
-//! back to the durable [`Mark`] and resets its chain head there.
+//! A failed sync *poisons* the pipe: groups queued behind it fail (the
+//! writer truncates them off: their requests were not answered yet), and
+//! the writer writes nothing more until its own sync succeeds again.
 
 use std::io;
 use std::path::PathBuf;
@@ -41,6 +43,8 @@ pub(crate) struct Written {
     pub mark: Mark,
     /// How to make it durable; `None` when already synced (fsync=always).
     pub sync: Option<SyncFn>,
+    /// Findings in the group (whether or not already answered).
+    pub lines: usize,
     /// Each finding's request and outcome.
     pub replies: Vec<(Reply, Slot)>,
     /// The close request and the entry count, if the group ends with `stop`.
@@ -48,20 +52,29 @@ pub(crate) struct Written {
 }
 
 impl Written {
-    /// Answers every request: with its outcome if `result` is `Ok`.
+    /// Answers every request still waiting: with its outcome if `result` is
+    /// `Ok`.
     fn answer(self, result: &Result<(), (io::ErrorKind, String)>, path: &std::path::Path) {
-        let err = |(kind, msg): &(io::ErrorKind, String)| AuditError::io(path, io::Error::new(*kind, msg.clone()));
         for (reply, slot) in self.replies {
-            let _ = reply.send(match (slot, result) {
-                (Slot::Refused(e), _) => Err(e),
-                (Slot::Seq(seq), Ok(())) => Ok(seq),
-                (Slot::Seq(_), Err(e)) => Err(err(e)),
-            });
+            answer(reply, slot, result, path);
         }
         if let Some((reply, count)) = self.close {
-            let _ = reply.send(result.as_ref().map(|_| count).map_err(err));
+            let _ = reply.send(result.as_ref().map(|_| count).map_err(|e| io_error(e, path)));
         }
     }
+}
+
+/// Answers one request: its slot's outcome, or the group's error.
+pub(crate) fn answer(reply: Reply, slot: Slot, result: &Result<(), (io::ErrorKind, String)>, path: &std::path::Path) {
+    let _ = reply.send(match (slot, result) {
+        (Slot::Refused(e), _) => Err(e),
+        (Slot::Seq(seq), Ok(())) => Ok(seq),
+        (Slot::Seq(_), Err(e)) => Err(io_error(e, path)),
+    });
+}
+
+fn io_error((kind, msg): &(io::ErrorKind, String), path: &std::path::Path) -> AuditError {
+    AuditError::io(path, io::Error::new(*kind, msg.clone()))
 }
 
 struct State {
@@ -130,7 +143,7 @@ impl Pipe {
         if st.poisoned {
             return Err(Box::new(written));
         }
-        st.queued += written.replies.len();
+        st.queued += written.lines;
         st.queue.push(written);
         self.cond.notify_all();
         Ok(())

@@ -124,7 +124,7 @@ impl<S: Storage> Writer<S> {
         Arc::clone(&self.pipe)
     }
 
-    fn mark(&self) -> Mark {
+    pub(crate) fn mark(&self) -> Mark {
         Mark {
             len: self.storage.committed_len(),
             head: self.head,
@@ -158,12 +158,15 @@ impl<S: Storage> Writer<S> {
         close: bool,
         slots: &mut Vec<Slot>,
     ) -> io::Result<(Mark, Option<crate::storage::SyncFn>, Option<u64>)> {
-        if let Some(durable) = self.pipe.poisoned() {
-            // A sync failed: everything after the durable mark is gone.
-            self.storage.rollback_to(durable.len)?;
-            self.head = durable.head;
-            self.file_entries = durable.file_entries;
-            self.start = durable.start;
+        if self.pipe.poisoned().is_some() {
+            // A sync failed. The lines before it were answered (their
+            // decisions took effect), so they stay; nothing new is written
+            // until a sync succeeds again.
+            if let Err(e) = self.storage.sync() {
+                self.pipe.note_failure("sync", &e);
+                return Err(e);
+            }
+            self.pipe.set_durable(self.mark());
             self.pipe.cure();
         }
         let count = self.commit_inner(findings, close, slots, false)?;
@@ -181,6 +184,19 @@ impl<S: Storage> Writer<S> {
             FsyncPolicy::Always => None,
         };
         Ok((self.mark(), sync, count))
+    }
+
+    /// Takes back a group written after `before` that could not be handed
+    /// to the syncer (its requests are failed, so its lines must go).
+    pub(crate) fn undo(&mut self, before: Mark) {
+        if let Err(e) = self.storage.rollback_to(before.len) {
+            tracing::error!(path = %self.storage.path().display(), error = %e,
+                "cannot truncate a failed group off the audit log");
+            return;
+        }
+        self.head = before.head;
+        self.file_entries = before.file_entries;
+        self.start = before.start;
     }
 
     fn commit_inner(
@@ -386,28 +402,50 @@ pub(crate) fn run<S: Storage>(mut writer: Writer<S>, mut rx: mpsc::Receiver<Requ
         if findings.is_empty() && !closing {
             continue; // every request of this group was cancelled
         }
+        let before = writer.mark();
         let result = writer.commit_pipelined(&findings, closing, &mut slots);
         findings.clear();
         match result {
             Ok((mark, sync, count)) => {
+                // fsync=batch: a finding is answered once its line is
+                // written; the syncer makes it durable shortly after (see
+                // the crate docs). A `stop` still waits for its sync.
+                let early = sync.is_some();
+                let lines = slots.len();
                 let written = Written {
                     mark,
                     sync,
-                    replies: replies.drain(..).zip(slots.drain(..)).collect(),
+                    lines,
+                    replies: if early {
+                        Vec::new()
+                    } else {
+                        replies.drain(..).zip(slots.drain(..)).collect()
+                    },
                     close: close.zip(count),
                 };
-                if let Err(written) = pipe.push(written) {
-                    // A sync failed while this group was being written.
-                    let e = io::Error::other("an earlier sync of the audit log failed");
-                    fail(
-                        written
-                            .replies
-                            .into_iter()
-                            .map(|(r, _)| r)
-                            .chain(written.close.map(|(r, _)| r)),
-                        &path,
-                        &e,
-                    );
+                match pipe.push(written) {
+                    Ok(()) => {
+                        for (reply, slot) in replies.drain(..).zip(slots.drain(..)) {
+                            crate::pipe::answer(reply, slot, &Ok(()), &path);
+                        }
+                    }
+                    Err(written) => {
+                        // A sync failed while this group was being written:
+                        // it fails too, and its lines must not stay behind.
+                        writer.undo(before);
+                        let e = io::Error::other("an earlier sync of the audit log failed");
+                        fail(
+                            written
+                                .replies
+                                .into_iter()
+                                .map(|(r, _)| r)
+                                .chain(replies.drain(..))
+                                .chain(written.close.map(|(r, _)| r)),
+                            &path,
+                            &e,
+                        );
+                        slots.clear();
+                    }
                 }
             }
             Err(e) => fail(replies.drain(..).chain(close), &path, &e),
