@@ -55,10 +55,10 @@
 //! With fsync=batch (the default) a request is answered once its line is
 //! written to the file: from then on a crash or kill of the guard cannot
 //! lose it, and `audit verify` sees it. A second thread syncs the data
-//! (`fdatasync`) in the background, one sync covering every group written
-//! meanwhile, so only a power loss or kernel crash can lose lines, and only
-//! those written since the last finished sync (about one sync time,
-//! typically well under 10 ms). Decisions therefore never wait for the disk.
+//! (`fdatasync`) in the background, at most every 5 ms, one sync covering
+//! every group written meanwhile, so only a power loss or kernel crash can
+//! lose lines, and only those written since the last finished sync (about
+//! 5 ms plus one sync time). Decisions therefore never wait for the disk.
 //! With fsync=always each line is synced before its request is answered and
 //! before the next line is written.
 //!

@@ -43,8 +43,6 @@ pub(crate) struct Written {
     pub mark: Mark,
     /// How to make it durable; `None` when already synced (fsync=always).
     pub sync: Option<SyncFn>,
-    /// Findings in the group (whether or not already answered).
-    pub lines: usize,
     /// Each finding's request and outcome.
     pub replies: Vec<(Reply, Slot)>,
     /// The close request and the entry count, if the group ends with `stop`.
@@ -79,8 +77,6 @@ fn io_error((kind, msg): &(io::ErrorKind, String), path: &std::path::Path) -> Au
 
 struct State {
     queue: Vec<Written>,
-    /// Findings in `queue`.
-    queued: usize,
     durable: Mark,
     poisoned: bool,
     /// The syncer took a batch off the queue and has not answered it yet.
@@ -104,7 +100,6 @@ impl Pipe {
         Pipe {
             state: Mutex::new(State {
                 queue: Vec::new(),
-                queued: 0,
                 durable,
                 poisoned: false,
                 busy: false,
@@ -143,7 +138,6 @@ impl Pipe {
         if st.poisoned {
             return Err(Box::new(written));
         }
-        st.queued += written.lines;
         st.queue.push(written);
         self.cond.notify_all();
         Ok(())
@@ -222,21 +216,23 @@ impl Pipe {
     }
 }
 
-/// Longest a sync waits for more entries (see [`sync_loop`]).
-const MAX_DELAY: Duration = Duration::from_micros(200);
-
-/// The syncer thread: sync what is queued, then answer it.
+/// Shortest time between the starts of two background syncs.
 ///
-/// Group commit delay: under load, the callers answered by one sync come
-/// back within microseconds, so syncing as soon as the first of them is
-/// queued would cover only a few entries, and fsync costs the same for one
-/// entry as for a hundred. So the syncer waits until about as many entries as
-/// its last sync carried are queued, for at most half a sync. Under light
-/// load the last sync carried one entry, so there is no delay.
+/// With fsync=batch nobody waits for a sync (but a `close`), so syncing
+/// back to back would only burn CPU and disk on many small syncs: on this
+/// kind of VM an `fdatasync` costs about as much CPU as a hundred decisions.
+/// Waiting this long bounds what a power loss can take (lines written since
+/// the last finished sync) to about this interval plus one sync.
+const SYNC_INTERVAL: Duration = Duration::from_millis(5);
+
+/// The syncer thread: sync what is queued, then answer whatever waits.
+///
+/// A group that still has requests waiting (fsync=always, whose lines the
+/// writer already synced, or a `close`) is handled at once; groups that were
+/// answered when written are synced at most every [`SYNC_INTERVAL`].
 pub(crate) fn sync_loop(pipe: Arc<Pipe>, shared: Arc<Shared>) {
     let mut batch = Vec::new();
-    let mut target = 1;
-    let mut last_sync = Duration::ZERO;
+    let mut last_started: Option<Instant> = None;
     loop {
         let poisoned = {
             let mut st = pipe.lock();
@@ -246,12 +242,12 @@ pub(crate) fn sync_loop(pipe: Arc<Pipe>, shared: Arc<Shared>) {
             if st.queue.is_empty() {
                 return;
             }
-            let needs_sync = st.queue.iter().any(|w| w.sync.is_some());
-            let deadline = Instant::now() + (last_sync / 2).min(MAX_DELAY);
-            while needs_sync && st.queued < target && !st.poisoned && !st.exit {
-                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            let not_before = last_started.map(|t| t + SYNC_INTERVAL);
+            while let Some(left) = not_before.and_then(|t| t.checked_duration_since(Instant::now())) {
+                let someone_waits = st.queue.iter().any(|w| !w.replies.is_empty() || w.close.is_some());
+                if someone_waits || st.poisoned || st.exit {
                     break;
-                };
+                }
                 st = pipe
                     .cond
                     .wait_timeout(st, left)
@@ -259,8 +255,6 @@ pub(crate) fn sync_loop(pipe: Arc<Pipe>, shared: Arc<Shared>) {
                     .unwrap_or_else(|e| e.into_inner().0);
             }
             std::mem::swap(&mut batch, &mut st.queue);
-            target = st.queued.max(1);
-            st.queued = 0;
             st.busy = true;
             st.poisoned
         };
@@ -276,7 +270,7 @@ pub(crate) fn sync_loop(pipe: Arc<Pipe>, shared: Arc<Shared>) {
             }
         };
         if batch.iter().any(|w| w.sync.is_some()) {
-            last_sync = started.elapsed();
+            last_started = Some(started);
         }
         let closing = batch.iter().any(|w| w.close.is_some());
         {

@@ -411,11 +411,9 @@ pub(crate) fn run<S: Storage>(mut writer: Writer<S>, mut rx: mpsc::Receiver<Requ
                 // written; the syncer makes it durable shortly after (see
                 // the crate docs). A `stop` still waits for its sync.
                 let early = sync.is_some();
-                let lines = slots.len();
                 let written = Written {
                     mark,
                     sync,
-                    lines,
                     replies: if early {
                         Vec::new()
                     } else {

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use secureops_audit::Via;
 use tokio::io::AsyncWriteExt;
 
@@ -17,6 +17,9 @@ use crate::peek::PeekedHost;
 use crate::peek::http_head::{BodyKind, Head, is_hop_by_hop, parse_response, split_authority};
 use crate::refusal::Refusal;
 use crate::resolve::connect;
+
+/// Most body bytes sent in the same write as their head.
+const COALESCE: usize = 16 * 1024;
 
 /// An upstream connection kept for the next request to the same place.
 #[derive(Debug)]
@@ -227,12 +230,26 @@ async fn exchange(
             .await
             .map_err(|_| Failure::Broken)?;
     }
-    let request = request_head(head, authority, path);
+    let mut request = request_head(head, authority, path);
+    // Likewise a small request body the client sent with its head.
+    let body = match body {
+        BodyKind::Length(n) => {
+            let take = client
+                .buf
+                .len()
+                .min(usize::try_from(n).unwrap_or(usize::MAX))
+                .min(COALESCE);
+            request.extend_from_slice(&client.buf[..take]);
+            client.buf.advance(take);
+            BodyKind::Length(n - take as u64)
+        }
+        other => other,
+    };
     write_all(&mut up.conn.stream, &request, idle)
         .await
         .map_err(|e| Failure::Upstream(Refusal::Unreachable(format!("{authority}: {e}"))))?;
     let copied = match body {
-        BodyKind::None => Ok(()),
+        BodyKind::None | BodyKind::Length(0) => Ok(()),
         BodyKind::Length(n) => client.copy_exact(n, &mut up.conn.stream).await,
         BodyKind::Chunked => client.copy_chunked(&mut up.conn.stream).await,
         BodyKind::UntilClose => Err(std::io::ErrorKind::InvalidInput.into()),
@@ -268,11 +285,28 @@ async fn exchange(
     let upstream_keep =
         head.version == 1 && resp.version == 1 && !resp.connection_has("close") && framing != BodyKind::UntilClose;
 
-    write_all(&mut client.stream, &response_head(&resp, &raw, client_keep), idle)
+    let mut out = response_head(&resp, &raw, client_keep);
+    // A small body already read with the head goes out in the same write:
+    // one send instead of two for the common small response.
+    let framing = match framing {
+        BodyKind::Length(n) => {
+            let take = up
+                .conn
+                .buf
+                .len()
+                .min(usize::try_from(n).unwrap_or(usize::MAX))
+                .min(COALESCE);
+            out.extend_from_slice(&up.conn.buf[..take]);
+            up.conn.buf.advance(take);
+            BodyKind::Length(n - take as u64)
+        }
+        other => other,
+    };
+    write_all(&mut client.stream, &out, idle)
         .await
         .map_err(|_| Failure::Broken)?;
     let copied = match framing {
-        BodyKind::None => Ok(()),
+        BodyKind::None | BodyKind::Length(0) => Ok(()),
         BodyKind::Length(n) => up.conn.copy_exact(n, &mut client.stream).await,
         BodyKind::Chunked => up.conn.copy_chunked(&mut client.stream).await,
         BodyKind::UntilClose => up.conn.copy_to_end(&mut client.stream).await,

@@ -90,6 +90,32 @@ fn http_1_0_connect_works_too() {
 }
 
 #[test]
+fn plain_http_bodies_arrive_whole_both_ways() {
+    // Small bodies go out in the same write as their head, larger ones in
+    // part: every size must arrive byte for byte, request and response.
+    let origin = HttpOrigin::start();
+    let proxy = Proxy::start(&config(""));
+    let dir = tempfile::tempdir().unwrap();
+    for size in [1usize, 5_000, 16 * 1024 + 7, 300_000] {
+        let body: String = (0..size)
+            .map(|i| char::from(b'a' + ((i * 7 + i / 26) % 26) as u8))
+            .collect();
+        let file = dir.path().join(format!("body{size}"));
+        std::fs::write(&file, &body).unwrap();
+        let url = format!("http://web.test:{}/p{size}", origin.port());
+        let data = format!("@{}", file.display());
+        let (status, out) = curl(&proxy, &["--data-binary", &data, &url]);
+        assert_eq!(status, 200, "{size}");
+        let expected = format!(
+            "line=POST /p{size} HTTP/1.1\nhost=web.test:{}\nbody={body}\n",
+            origin.port()
+        );
+        assert_eq!(out.len(), expected.len(), "size {size}");
+        assert!(out == expected, "size {size}: bodies differ");
+    }
+}
+
+#[test]
 fn plain_http_allowed_and_denied() {
     let origin = HttpOrigin::start();
     let canary = Canary::start();
