@@ -183,6 +183,33 @@ impl Guard {
     }
 }
 
+/// Raises the soft open-file limit to the hard one, as servers do: every
+/// tunnel holds two sockets (and two pipes while bulk data moves), so the
+/// usual soft default of 1024 would cap `max_connections` far below its
+/// default. Warns when even the hard limit is short.
+fn raise_fd_limit(max_connections: usize) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let cur = getrlimit(Resource::Nofile);
+    if cur.current != cur.maximum {
+        let raised = Rlimit {
+            current: cur.maximum,
+            maximum: cur.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!(error = %e, "cannot raise the open-file limit");
+        }
+    }
+    let limit = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    let need = 2 * max_connections as u64 + 256;
+    if limit < need {
+        tracing::warn!(
+            limit,
+            max_connections,
+            "the open-file limit is below what max_connections needs; connections over it are refused"
+        );
+    }
+}
+
 /// What both ways of starting share: the audit log, the resolver, the
 /// decision point and the escalation control socket, in one context.
 fn shared(
@@ -192,6 +219,7 @@ fn shared(
     attribution: Option<secureops_proxy::attribution::ProcNet>,
     agent_netns: Option<std::path::PathBuf>,
 ) -> anyhow::Result<(Arc<ProxyContext>, AuditLog, Option<crate::escalate_cmd::Control>)> {
+    raise_fd_limit(config.max_connections);
     let audit_config = loaded.audit_config(audit_path);
     let audit = AuditLog::open(audit_config.clone())
         .with_context(|| format!("cannot open audit log {}", audit_config.path.display()))?;

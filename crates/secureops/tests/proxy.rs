@@ -116,6 +116,19 @@ fn plain_http_bodies_arrive_whole_both_ways() {
 }
 
 #[test]
+fn open_file_limit_is_raised_to_the_hard_limit() {
+    // A soft limit of 256 would cap the proxy at ~120 tunnels.
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start_through(dir.path(), &config(""), &["prlimit", "--nofile=256:"]);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", proxy.child.id())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers.len(), 2, "{line}");
+    assert_ne!(numbers[0], "256", "{line}");
+    assert_eq!(numbers[0], numbers[1], "soft limit not raised to the hard one: {line}");
+}
+
+#[test]
 fn plain_http_allowed_and_denied() {
     let origin = HttpOrigin::start();
     let canary = Canary::start();

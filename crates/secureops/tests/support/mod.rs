@@ -40,6 +40,12 @@ impl Proxy {
     /// Starts the proxy in `dir`, which the caller keeps. `[proxy] listen`
     /// and `[dns] listen` default to free loopback ports.
     pub fn start_at(dir: &Path, config: &str) -> Proxy {
+        Self::start_through(dir, config, &[])
+    }
+
+    /// Like [`Proxy::start_at`], the binary started through `wrapper`
+    /// (a command and its arguments, e.g. `prlimit --nofile=256:`).
+    pub fn start_through(dir: &Path, config: &str, wrapper: &[&str]) -> Proxy {
         /// `config` with `listen = "127.0.0.1:0"` in its `[dns]` table (added when
         /// it has none), so parallel tests never share the default port.
         fn with_dns_listen(config: &str) -> String {
@@ -64,7 +70,15 @@ impl Proxy {
         text = with_dns_listen(&text);
         let path = dir.join("secureops.toml");
         std::fs::write(&path, text).unwrap();
-        let mut child = Command::new(bin())
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let mut child = command
             .args(["proxy", "-c"])
             .arg(&path)
             .current_dir(dir)
