@@ -19,7 +19,8 @@
 # Environment: DURATION (seconds per measurement, default 3), PEERS
 # (default "tinyproxy squid"), OUT (results folder, default
 # target/bench-load), BUILD=0 (use the binaries already built), SECUREOPS
-# (the binary under test, default target/release/secureops), DNSMASQ=1
+# (the binary under test, default target/release/secureops), NULL_AUDIT=0
+# (skip the null-audit build and baseline of the audit case), DNSMASQ=1
 # (afterwards, bench/dns/run.sh: the sinkhole next to dnsmasq, measured
 # with dnsperf; about 30 s more).
 set -euo pipefail
@@ -53,9 +54,20 @@ fi
 # 10 000 idle tunnels: both ends in the benchmark, both ends in each proxy.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
+# The null-sink baseline of the audit case: the same proxy built with
+# --features bench-null-audit (it records nothing when told so), set aside;
+# then the real build. Each switch recompiles only the audit crate and up.
+NULL_AUDIT=${NULL_AUDIT:-1}
+null_bin=$PWD/target/release/secureops-null-audit
 if [ "$BUILD" != 0 ]; then
+  if [ "$NULL_AUDIT" = 1 ]; then
+    cargo build --release --locked -p secureops --features bench-null-audit >&2
+    cp target/release/secureops "$null_bin"
+  fi
   cargo build --release --locked -p secureops -p secureops-bench >&2
 fi
+null_args=()
+[ "$NULL_AUDIT" = 1 ] && [ -x "$null_bin" ] && null_args=(--secureops-null-audit "$null_bin")
 
 mkdir -p "$OUT"
 work=$(mktemp -d /tmp/secureops-loadbench.XXXXXX)
@@ -128,7 +140,7 @@ for p in $PEERS; do
 done
 
 set +e
-"$BENCH" --secureops "$SECUREOPS" --duration "$DURATION" "${peer_args[@]}" \
+"$BENCH" --secureops "$SECUREOPS" --duration "$DURATION" "${peer_args[@]}" "${null_args[@]}" \
   --json "$OUT/results.jsonl" "$@" | tee "$OUT/table.md"
 status=${PIPESTATUS[0]}
 set -e

@@ -25,6 +25,9 @@ pub struct AuditLog {
     tx: mpsc::Sender<Request>,
     shared: Arc<Shared>,
     fingerprint: Arc<str>,
+    /// Set for [`AuditLog::null`]: the next `seq`.
+    #[cfg(feature = "null-sink")]
+    null: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl AuditLog {
@@ -79,7 +82,23 @@ impl AuditLog {
             tx,
             shared,
             fingerprint,
+            #[cfg(feature = "null-sink")]
+            null: None,
         })
+    }
+
+    /// A log that writes nothing and answers every append at once (feature
+    /// `null-sink`): the baseline of benchmarks that measure what the real
+    /// log costs. Nothing is recorded, so it must never guard anything.
+    #[cfg(feature = "null-sink")]
+    pub fn null() -> AuditLog {
+        let (tx, _) = mpsc::channel(1);
+        AuditLog {
+            tx,
+            shared: Arc::default(),
+            fingerprint: Arc::from("null"),
+            null: Some(Arc::new(std::sync::atomic::AtomicU64::new(1))),
+        }
     }
 
     /// Appends one entry and resolves once its line is written (and synced
@@ -115,6 +134,10 @@ impl AuditLog {
     async fn request(&self, make: impl FnOnce(writer::Reply) -> Request) -> Result<u64, AuditError> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(AuditError::Closed);
+        }
+        #[cfg(feature = "null-sink")]
+        if let Some(next) = &self.null {
+            return Ok(next.fetch_add(1, Ordering::Relaxed));
         }
         let (reply, answer) = oneshot::channel();
         self.tx.send(make(reply)).await.map_err(|_| self.gone())?;

@@ -123,6 +123,11 @@ struct Args {
     /// Keep the work folder (configs, audit logs, proxy stderr).
     #[arg(long)]
     keep: bool,
+    /// A `secureops` built with `--features bench-null-audit`: the audit
+    /// case then also runs it with its null sink (nothing recorded), the
+    /// baseline of `rate_vs_null_audit`.
+    #[arg(long, value_name = "PATH")]
+    secureops_null_audit: Option<PathBuf>,
     /// CI smoke run: short and small, correctness only.
     #[arg(long)]
     smoke: bool,
@@ -321,7 +326,19 @@ async fn bench(args: Args, s: Settings, bin: PathBuf) -> anyhow::Result<bool> {
             fsync,
         };
         let config = proxy::config(&up, ctx.idle_echo, &spec, max_connections, s.dns_names);
-        proxies.push(Secureops::start(&bin, name, work.path(), &config, spec.log()).await?);
+        proxies.push(Secureops::start(&bin, name, work.path(), &config, Some(spec.log())).await?);
+    }
+    if let Some(null_bin) = args
+        .secureops_null_audit
+        .as_ref()
+        .filter(|_| cases.contains(&Case::Audit))
+    {
+        let spec = AuditSpec {
+            dir: work.path().join("audit-null"),
+            fsync: "batch",
+        };
+        let config = proxy::config(&up, ctx.idle_echo, &spec, max_connections, s.dns_names);
+        proxies.push(Secureops::start(null_bin, "secureops-null-audit", work.path(), &config, None).await?);
     }
     let direct = Arc::new(Target {
         name: "direct".into(),
@@ -412,6 +429,10 @@ async fn bench(args: Args, s: Settings, bin: PathBuf) -> anyhow::Result<bool> {
             Case::Audit => {
                 let mut rows = cases::tunnel_setup("audit_tunnel_setup", &ctx, &audit_targets, &s).await;
                 let batch = rows.iter().find(|r| r.target == "secureops").and_then(|r| r.rate);
+                let null = rows
+                    .iter()
+                    .find(|r| r.target == "secureops-null-audit")
+                    .and_then(|r| r.rate);
                 for r in &mut rows {
                     if let Some((_, fs)) = audit_fs.iter().find(|(n, _)| *n == r.target) {
                         r.extra.insert("audit_fs".into(), serde_json::json!(fs));
@@ -428,6 +449,13 @@ async fn bench(args: Args, s: Settings, bin: PathBuf) -> anyhow::Result<bool> {
                     {
                         let ratio = (x / b * 1000.0).round() / 1000.0;
                         r.extra.insert("rate_vs_fsync_batch".into(), serde_json::json!(ratio));
+                    }
+                    if let (Some((_, n)), Some((_, x))) = (null, r.rate)
+                        && r.target.starts_with("secureops")
+                        && n > 0.0
+                    {
+                        let ratio = (x / n * 1000.0).round() / 1000.0;
+                        r.extra.insert("rate_vs_null_audit".into(), serde_json::json!(ratio));
                     }
                 }
                 emit(rows, "direct", &mut sink)?;

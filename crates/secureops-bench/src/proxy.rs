@@ -161,8 +161,8 @@ pub struct Secureops {
     pub dns: SocketAddr,
     /// Its process.
     pub pid: u32,
-    /// The audit log.
-    pub audit: PathBuf,
+    /// The audit log (`None`: the null sink of a benchmark build).
+    pub audit: Option<PathBuf>,
     child: Child,
     bin: PathBuf,
 }
@@ -173,12 +173,24 @@ fn listening(line: &str, what: &str) -> Option<SocketAddr> {
 
 impl Secureops {
     /// Writes `config` to `work/NAME.toml`, starts the binary and waits for
-    /// both listening lines. `audit` is the log that config names.
-    pub async fn start(bin: &Path, name: &str, work: &Path, config: &str, audit: PathBuf) -> anyhow::Result<Self> {
+    /// both listening lines. `audit` is the log that config names; `None`
+    /// starts a `bench-null-audit` build with its null sink instead.
+    pub async fn start(
+        bin: &Path,
+        name: &str,
+        work: &Path,
+        config: &str,
+        audit: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
         let path = work.join(format!("{name}.toml"));
         std::fs::write(&path, config).with_context(|| format!("write {}", path.display()))?;
         let stderr = std::fs::File::create(work.join(format!("{name}.stderr")))?;
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        if audit.is_none() {
+            // A `--features bench-null-audit` build: the null sink.
+            command.env("SECUREOPS_BENCH_NULL_AUDIT", "1");
+        }
+        let mut child = command
             .arg("proxy")
             .arg("-c")
             .arg(&path)
@@ -243,12 +255,15 @@ impl Secureops {
         if !status.success() {
             bail!("{}: exited with {status}", self.name);
         }
+        let Some(audit) = &self.audit else {
+            return Ok("none (null sink)".into());
+        };
         let Some(limit) = verify else {
             return Ok("not checked (--smoke)".into());
         };
         let verifying = Command::new(&self.bin)
             .args(["audit", "verify"])
-            .arg(&self.audit)
+            .arg(audit)
             .kill_on_drop(true)
             .output();
         let Ok(out) = tokio::time::timeout(limit, verifying).await else {

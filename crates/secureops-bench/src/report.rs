@@ -272,6 +272,10 @@ pub fn table(rows: &[Row]) -> String {
             (_, Some((k, v)), _) => (rate_text(k, v), ratio_text(r.rate_ratio)),
             (_, None, _) => (String::new(), String::new()),
         };
+        let rate = match r.extra.get("rate_vs_null_audit").and_then(serde_json::Value::as_f64) {
+            Some(x) if r.target != "secureops-null-audit" => format!("{rate} ({x:.2}× null audit)"),
+            _ => rate,
+        };
         let lat = |f: fn(&Latency) -> u32| r.lat.map_or_else(String::new, |l| f(&l).to_string());
         let check = if r.check.is_empty() {
             "ok".to_owned()

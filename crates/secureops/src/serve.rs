@@ -183,6 +183,17 @@ impl Guard {
     }
 }
 
+fn open_audit(loaded: &Loaded, audit_path: Option<&Path>) -> anyhow::Result<AuditLog> {
+    #[cfg(feature = "bench-null-audit")]
+    if std::env::var_os("SECUREOPS_BENCH_NULL_AUDIT").is_some() {
+        eprintln!("secureops: warning: benchmark build with SECUREOPS_BENCH_NULL_AUDIT: nothing is audited");
+        return Ok(AuditLog::null());
+    }
+    let audit_config = loaded.audit_config(audit_path);
+    AuditLog::open(audit_config.clone())
+        .with_context(|| format!("cannot open audit log {}", audit_config.path.display()))
+}
+
 /// Raises the soft open-file limit to the hard one, as servers do: every
 /// tunnel holds two sockets (and two pipes while bulk data moves), so the
 /// usual soft default of 1024 would cap `max_connections` far below its
@@ -220,9 +231,7 @@ fn shared(
     agent_netns: Option<std::path::PathBuf>,
 ) -> anyhow::Result<(Arc<ProxyContext>, AuditLog, Option<crate::escalate_cmd::Control>)> {
     raise_fd_limit(config.max_connections);
-    let audit_config = loaded.audit_config(audit_path);
-    let audit = AuditLog::open(audit_config.clone())
-        .with_context(|| format!("cannot open audit log {}", audit_config.path.display()))?;
+    let audit = open_audit(loaded, audit_path)?;
     let resolver = Resolver::new(
         loaded.hosts.clone(),
         &loaded.upstream,
