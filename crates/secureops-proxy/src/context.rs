@@ -13,6 +13,7 @@ use secureops_policy::normalize_host;
 use crate::attribution::{ProcNet, Process};
 use crate::decision::{ConnectionRequest, Decision, PdpError, PolicyDecisionPoint, Ruling};
 use crate::escalation::Escalations;
+use crate::pace::RefusalPacer;
 use crate::peek::PeekedHost;
 use crate::refusal::{Refusal, one_line};
 use crate::resolve::Resolver;
@@ -73,6 +74,8 @@ pub struct ProxyContext {
     /// Where escalated requests wait for a person (`None`: an `Escalate`
     /// ruling is refused at once, there is no approver).
     pub escalation: Option<Arc<Escalations>>,
+    /// Holds refusals back under a flood of them (see [`crate::pace`]).
+    pub pacer: RefusalPacer,
 }
 
 impl std::fmt::Debug for ProxyContext {
@@ -253,7 +256,9 @@ impl ProxyContext {
         }
     }
 
-    /// Records a refusal (its one audit entry) and returns it.
+    /// Records a refusal (its one audit entry), then, under a flood of
+    /// refusals, waits a little before the caller answers (see
+    /// [`crate::pace`]).
     pub async fn record_refusal(
         &self,
         peeked: Option<&PeekedHost>,
@@ -270,6 +275,7 @@ impl ProxyContext {
         // A refusal is sent whether or not it could be recorded: the
         // failure is already logged by the writer, once per episode.
         let _ = self.record(f).await;
+        self.pacer.pace().await;
     }
 
     /// Records an allowed connection or request; `Err` means refuse.
@@ -279,6 +285,7 @@ impl ProxyContext {
         req: &ConnectionRequest,
         ruling: &Ruling,
     ) -> Result<(), Refusal> {
+        self.pacer.note_allowed();
         self.record(egress_finding(peeked, Some(req), Verdict::Allow, &ruling.reason))
             .await
     }

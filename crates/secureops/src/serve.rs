@@ -247,6 +247,7 @@ fn shared(
         audit_down: Default::default(),
         attribution,
         escalation: control.as_ref().map(|c| Arc::clone(&c.broker)),
+        pacer: Default::default(),
     });
     Ok((ctx, audit, control))
 }
