@@ -32,12 +32,16 @@ pub(crate) const MAX_GROUP: usize = 1024;
 ///
 /// Each group costs one signature (about 17 µs of CPU here) and one
 /// `write`. Under a steady stream of decisions requests come one at a time,
-/// so without waiting every group would hold one entry and signing would
-/// cost a core-fraction of its own; waiting this long (only when the
-/// previous group was committed less than this long ago) lets a group
-/// gather what arrives meanwhile, at a latency cost well below a
-/// connection's own setup time. An idle log commits at once.
+/// so committing at once would give one-entry groups and signing would
+/// cost a core-fraction of its own. So while the log is busy (the previous
+/// group was committed less than this long ago) the writer yields its CPU
+/// to the threads that make requests, up to [`LINGER_YIELDS`] times without
+/// a new one and never past this long: on a loaded machine the group
+/// gathers what they add, on an idle one it is committed at once.
 const LINGER: Duration = Duration::from_micros(200);
+
+/// Yields in a row that bring no request before a busy group is committed.
+const LINGER_YIELDS: u32 = 2;
 
 /// Reply channel of one request.
 pub(crate) type Reply = oneshot::Sender<Result<u64, AuditError>>;
@@ -196,6 +200,78 @@ impl<S: Storage> Writer<S> {
             FsyncPolicy::Always => None,
         };
         Ok((self.mark(), sync, count))
+    }
+
+    /// Commits one group: `findings` (whose callers are still waiting) and
+    /// a `stop` entry when `close` is set; answers the requests or hands
+    /// them to the syncer (see [`crate::pipe`]). Leaves the buffers empty.
+    /// Returns `true` once a `close` is durable (the log is finished).
+    pub(crate) fn commit_group(
+        &mut self,
+        findings: &mut Vec<AuditFinding>,
+        replies: &mut Vec<Reply>,
+        slots: &mut Vec<Slot>,
+        close: Option<Reply>,
+    ) -> bool {
+        // A caller that gave up (timeout) has already refused; do not log
+        // a decision that did not happen.
+        if replies.iter().any(oneshot::Sender::is_closed) {
+            let mut keep = replies.iter().map(|r| !r.is_closed());
+            findings.retain(|_| keep.next().unwrap_or(false));
+            replies.retain(|r| !r.is_closed());
+        }
+        let closing = close.is_some();
+        if findings.is_empty() && !closing {
+            return false;
+        }
+        let path = self.path();
+        let before = self.mark();
+        let result = self.commit_pipelined(findings, closing, slots);
+        findings.clear();
+        match result {
+            Ok((mark, sync, count)) => {
+                // fsync=batch: a finding is answered once its line is
+                // written; the syncer makes it durable shortly after (see
+                // the crate docs). A `stop` still waits for its sync.
+                let early = sync.is_some();
+                let written = Written {
+                    mark,
+                    sync,
+                    replies: if early {
+                        Vec::new()
+                    } else {
+                        replies.drain(..).zip(slots.drain(..)).collect()
+                    },
+                    close: close.zip(count),
+                };
+                match self.pipe.push(written) {
+                    Ok(()) => {
+                        for (reply, slot) in replies.drain(..).zip(slots.drain(..)) {
+                            crate::pipe::answer(reply, slot, &Ok(()), &path);
+                        }
+                    }
+                    Err(written) => {
+                        // A sync failed while this group was being written:
+                        // it fails too, and its lines must not stay behind.
+                        self.undo(before);
+                        let e = io::Error::other("an earlier sync of the audit log failed");
+                        fail(
+                            written
+                                .replies
+                                .into_iter()
+                                .map(|(r, _)| r)
+                                .chain(replies.drain(..))
+                                .chain(written.close.map(|(r, _)| r)),
+                            &path,
+                            &e,
+                        );
+                        slots.clear();
+                    }
+                }
+            }
+            Err(e) => fail(replies.drain(..).chain(close), &path, &e),
+        }
+        closing && self.pipe.closed()
     }
 
     /// Takes back a group written after `before` that could not be handed
@@ -396,7 +472,7 @@ pub(crate) fn run<S: Storage>(mut writer: Writer<S>, mut rx: mpsc::Receiver<Requ
         // Busy: the previous group was committed moments ago, so more
         // requests are on their way; see [`LINGER`].
         let linger = last_commit.is_some_and(|t| arrived.duration_since(t) < LINGER);
-        let mut lingered = false;
+        let mut lingered = 0;
         let mut close = None;
         let mut next = Some(first);
         loop {
@@ -417,65 +493,23 @@ pub(crate) fn run<S: Storage>(mut writer: Writer<S>, mut rx: mpsc::Receiver<Requ
                     next = rx.try_recv().ok();
                 }
             }
-            if !linger || lingered || close.is_some() || findings.len() >= MAX_GROUP {
+            if !linger || close.is_some() || findings.len() >= MAX_GROUP || arrived.elapsed() >= LINGER {
                 break;
             }
-            lingered = true;
-            std::thread::sleep(LINGER.saturating_sub(arrived.elapsed()));
+            // Let the threads that make requests run first: on a busy
+            // machine they add to this group, on an idle one this returns
+            // at once.
+            std::thread::yield_now();
             next = rx.try_recv().ok();
-        }
-        let closing = close.is_some();
-        if findings.is_empty() && !closing {
-            continue; // every request of this group was cancelled
-        }
-        let before = writer.mark();
-        let result = writer.commit_pipelined(&findings, closing, &mut slots);
-        last_commit = Some(Instant::now());
-        findings.clear();
-        match result {
-            Ok((mark, sync, count)) => {
-                // fsync=batch: a finding is answered once its line is
-                // written; the syncer makes it durable shortly after (see
-                // the crate docs). A `stop` still waits for its sync.
-                let early = sync.is_some();
-                let written = Written {
-                    mark,
-                    sync,
-                    replies: if early {
-                        Vec::new()
-                    } else {
-                        replies.drain(..).zip(slots.drain(..)).collect()
-                    },
-                    close: close.zip(count),
-                };
-                match pipe.push(written) {
-                    Ok(()) => {
-                        for (reply, slot) in replies.drain(..).zip(slots.drain(..)) {
-                            crate::pipe::answer(reply, slot, &Ok(()), &path);
-                        }
-                    }
-                    Err(written) => {
-                        // A sync failed while this group was being written:
-                        // it fails too, and its lines must not stay behind.
-                        writer.undo(before);
-                        let e = io::Error::other("an earlier sync of the audit log failed");
-                        fail(
-                            written
-                                .replies
-                                .into_iter()
-                                .map(|(r, _)| r)
-                                .chain(replies.drain(..))
-                                .chain(written.close.map(|(r, _)| r)),
-                            &path,
-                            &e,
-                        );
-                        slots.clear();
-                    }
+            if next.is_none() {
+                lingered += 1;
+                if lingered >= LINGER_YIELDS {
+                    break;
                 }
             }
-            Err(e) => fail(replies.drain(..).chain(close), &path, &e),
         }
-        if closing && pipe.closed() {
+        last_commit = Some(Instant::now());
+        if writer.commit_group(&mut findings, &mut replies, &mut slots, close) {
             pipe.shutdown();
             return;
         }
