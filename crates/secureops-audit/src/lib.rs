@@ -104,3 +104,47 @@ pub use verify::{Fault, VerifyError, VerifyReport, verify};
 
 /// Re-exported so callers can name [`load_public_key`]'s result.
 pub use ed25519_dalek::VerifyingKey;
+
+/// Entry encoding for `benches/encode.rs`; not a stable API.
+#[doc(hidden)]
+pub mod bench {
+    use ed25519_dalek::SigningKey;
+
+    use crate::AuditFinding;
+    use crate::encode::{Body, Encoder};
+    use crate::resume::ChainHead;
+
+    /// One encoder and chain, as the writer thread holds them.
+    pub struct Lines {
+        enc: Encoder,
+        head: ChainHead,
+        /// The encoded lines (cleared by the caller as it likes).
+        pub out: Vec<u8>,
+    }
+
+    impl Lines {
+        /// A chain signed with a fixed key.
+        pub fn new() -> Self {
+            let mut enc = Encoder::new(SigningKey::from_bytes(&[7; 32]), "bench".to_owned());
+            enc.stamp();
+            Lines {
+                enc,
+                head: ChainHead::GENESIS,
+                out: Vec::with_capacity(64 * 1024),
+            }
+        }
+
+        /// Encodes one entry (canonical JSON, chain hash), signed or not.
+        pub fn push(&mut self, finding: &AuditFinding, sign: bool) -> u64 {
+            self.enc
+                .push(&mut self.head, &mut self.out, Body::Finding(finding), sign)
+                .unwrap_or(0)
+        }
+    }
+
+    impl Default for Lines {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+}

@@ -360,3 +360,33 @@ async fn serve(
 
 /// How often over-limit and dropped messages are summarised in the log.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// The sinkhole's per-query work for `benches/dns.rs`; not a stable API.
+#[doc(hidden)]
+pub mod bench {
+    use std::net::IpAddr;
+
+    use super::SinkholeMode;
+    use super::answer::{Parsed, addresses, encode, parse, sinkhole};
+
+    /// Decodes and checks one query; `true` when it is a query to answer.
+    pub fn decode(bytes: &[u8]) -> bool {
+        matches!(parse(bytes), Parsed::Query(_))
+    }
+
+    /// Decode, then the NXDOMAIN sinkhole answer, encoded.
+    pub fn sinkhole_answer(bytes: &[u8]) -> Option<Vec<u8>> {
+        match parse(bytes) {
+            Parsed::Query(q) => Some(encode(&sinkhole(&q, SinkholeMode::Nxdomain), q.udp_limit)),
+            _ => None,
+        }
+    }
+
+    /// Decode, then a `[dns] hosts` answer with `ips`, encoded.
+    pub fn static_answer(bytes: &[u8], ips: &[IpAddr]) -> Option<Vec<u8>> {
+        match parse(bytes) {
+            Parsed::Query(q) => Some(encode(&addresses(&q, ips), q.udp_limit)),
+            _ => None,
+        }
+    }
+}
