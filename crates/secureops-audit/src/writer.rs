@@ -13,7 +13,6 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -27,21 +26,6 @@ use crate::storage::Storage;
 
 /// Most requests committed as one group.
 pub(crate) const MAX_GROUP: usize = 1024;
-
-/// How long a group stays open for more requests while the log is busy.
-///
-/// Each group costs one signature (about 17 µs of CPU here) and one
-/// `write`. Under a steady stream of decisions requests come one at a time,
-/// so committing at once would give one-entry groups and signing would
-/// cost a core-fraction of its own. So while the log is busy (the previous
-/// group was committed less than this long ago) the writer yields its CPU
-/// to the threads that make requests, up to [`LINGER_YIELDS`] times without
-/// a new one and never past this long: on a loaded machine the group
-/// gathers what they add, on an idle one it is committed at once.
-const LINGER: Duration = Duration::from_micros(200);
-
-/// Yields in a row that bring no request before a busy group is committed.
-const LINGER_YIELDS: u32 = 2;
 
 /// Reply channel of one request.
 pub(crate) type Reply = oneshot::Sender<Result<u64, AuditError>>;
@@ -466,49 +450,23 @@ pub(crate) fn run<S: Storage>(mut writer: Writer<S>, mut rx: mpsc::Receiver<Requ
     let mut findings: Vec<AuditFinding> = Vec::with_capacity(MAX_GROUP);
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_GROUP);
     let mut slots: Vec<Slot> = Vec::with_capacity(MAX_GROUP);
-    let mut last_commit: Option<Instant> = None;
     while let Some(first) = rx.blocking_recv() {
-        let arrived = Instant::now();
-        // Busy: the previous group was committed moments ago, so more
-        // requests are on their way; see [`LINGER`].
-        let linger = last_commit.is_some_and(|t| arrived.duration_since(t) < LINGER);
-        let mut lingered = 0;
         let mut close = None;
         let mut next = Some(first);
-        loop {
-            while let Some(request) = next.take() {
-                match request {
-                    // A caller that gave up (timeout) has already refused;
-                    // do not log a decision that did not happen.
-                    Request::Append(_, reply) if reply.is_closed() => {}
-                    Request::Append(finding, reply) => {
-                        findings.push(finding);
-                        replies.push(reply);
-                    }
-                    // Anything queued after the close stays queued and is
-                    // dropped with the channel (those callers see `Closed`).
-                    Request::Close(reply) => close = Some(reply),
+        while let Some(request) = next.take() {
+            match request {
+                Request::Append(finding, reply) => {
+                    findings.push(finding);
+                    replies.push(reply);
                 }
-                if close.is_none() && findings.len() < MAX_GROUP {
-                    next = rx.try_recv().ok();
-                }
+                // Anything queued after the close stays queued and is
+                // dropped with the channel (those callers see `Closed`).
+                Request::Close(reply) => close = Some(reply),
             }
-            if !linger || close.is_some() || findings.len() >= MAX_GROUP || arrived.elapsed() >= LINGER {
-                break;
-            }
-            // Let the threads that make requests run first: on a busy
-            // machine they add to this group, on an idle one this returns
-            // at once.
-            std::thread::yield_now();
-            next = rx.try_recv().ok();
-            if next.is_none() {
-                lingered += 1;
-                if lingered >= LINGER_YIELDS {
-                    break;
-                }
+            if close.is_none() && findings.len() < MAX_GROUP {
+                next = rx.try_recv().ok();
             }
         }
-        last_commit = Some(Instant::now());
         if writer.commit_group(&mut findings, &mut replies, &mut slots, close) {
             pipe.shutdown();
             return;
