@@ -211,12 +211,22 @@ fn raise_fd_limit(max_connections: usize) {
         }
     }
     let limit = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
-    let need = 2 * max_connections as u64 + 256;
-    if limit < need {
+    // Two descriptors per connection plus the guard's own.
+    let fit = limit.saturating_sub(256) / 2;
+    let wanted = max_connections as u64;
+    if fit < wanted / 2 {
         tracing::warn!(
             limit,
             max_connections,
-            "the open-file limit is below what max_connections needs; connections over it are refused"
+            fit,
+            "the open-file limit fits far fewer connections than max_connections; the others are refused"
+        );
+    } else if fit < wanted {
+        tracing::info!(
+            limit,
+            max_connections,
+            fit,
+            "the open-file limit fits a few fewer connections than max_connections"
         );
     }
 }
