@@ -67,9 +67,12 @@
 //! A failed write fails every request of its group (the decisions become
 //! refusals); the file is truncated back to the last good line and the
 //! in-memory chain is reset to it; the next group retries. A failed
-//! background sync stops the log: groups queued behind it fail and are
-//! truncated off, and nothing more is written until the writer's own sync
-//! succeeds (lines answered before the failure stay). One error is logged
+//! background sync (fsync=batch) stops the log for the rest of the process:
+//! a group not yet handed to the syncer fails and is truncated off, lines
+//! answered before stay, and every later append fails, since a later sync
+//! that succeeds would not prove the earlier lines reached the disk. With
+//! fsync=batch the `stop` entry is synced before `close` returns and is
+//! truncated off if that sync fails, so a close can be retried. One error is logged
 //! per failure episode, not per entry.
 
 #![forbid(unsafe_code)]

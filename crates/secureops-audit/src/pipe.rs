@@ -9,9 +9,12 @@
 //! sync. With fsync=always each line is synced by the writer, and the syncer
 //! only answers the requests.
 //!
-//! A failed sync *poisons* the pipe: groups queued behind it fail (the
-//! writer truncates them off: their requests were not answered yet), and
-//! the writer writes nothing more until its own sync succeeds again.
+//! A failed background sync *poisons* the pipe for good: groups not yet
+//! handed over fail (the writer truncates them off: their requests were not
+//! answered), and nothing more is written by this process, because a later
+//! sync that succeeds would not prove that the earlier lines reached the
+//! disk (Linux reports a writeback error once). A restart continues the
+//! chain.
 
 use std::io;
 use std::path::PathBuf;
@@ -155,16 +158,6 @@ impl Pipe {
             st = self.wait(st);
         }
         Some(st.durable.clone())
-    }
-
-    /// Marks everything after the durable mark as failed.
-    pub(crate) fn poison(&self) {
-        self.lock().poisoned = true;
-    }
-
-    /// The writer is back at the durable mark.
-    pub(crate) fn cure(&self) {
-        self.lock().poisoned = false;
     }
 
     /// Waits for the syncer to be idle; `false` if the pipe is poisoned.

@@ -282,7 +282,7 @@ fn open_fails_when_start_cannot_be_written() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_background_sync_stops_the_log_until_a_sync_works() {
+async fn failed_background_sync_stops_the_log_for_good() {
     let storage = Flaky::default();
     let log = AuditLog::spawn(flaky_writer(storage.clone(), FsyncPolicy::Batch)).unwrap();
     assert_eq!(log.append(finding(0)).await.unwrap(), 1);
@@ -307,16 +307,40 @@ async fn failed_background_sync_stops_the_log_until_a_sync_works() {
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     assert_eq!(failed, 5, "appends kept succeeding while every sync failed");
+    // A sync that works again proves nothing about the lost writeback:
+    // the log stays shut until a restart.
     storage.fail_sync.store(false, Ordering::SeqCst);
-    // Nothing answered was taken back: the next entry follows the last one.
-    let last = *answered.last().unwrap();
-    assert_eq!(log.append(finding(999)).await.unwrap(), last + 1);
-    assert_eq!(log.close().await.unwrap(), last + 3);
-    let data = storage.data.lock().unwrap().clone();
-    let report = verify_bytes(&data).unwrap();
-    assert_eq!(report.entries, last + 3);
-    let text = String::from_utf8(data).unwrap();
-    assert!(text.contains("host999.example"));
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert!(log.append(finding(999)).await.is_err());
+    assert!(log.close().await.is_err());
+    // Nothing answered was taken back, nothing refused was left behind.
+    let data = String::from_utf8(storage.data.lock().unwrap().clone()).unwrap();
+    let seqs: Vec<u64> = data
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    let expected: Vec<u64> = (0..=*answered.last().unwrap()).collect();
+    assert_eq!(seqs, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_whose_sync_fails_leaves_no_stop_and_can_be_retried() {
+    let storage = Flaky::default();
+    let log = AuditLog::spawn(flaky_writer(storage.clone(), FsyncPolicy::Batch)).unwrap();
+    assert_eq!(log.append(finding(0)).await.unwrap(), 1);
+    // Let the background sync of that line happen first.
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    storage.fail_sync.store(true, Ordering::SeqCst);
+    assert!(log.close().await.is_err());
+    assert!(!String::from_utf8_lossy(&storage.data.lock().unwrap()).contains("\"stop\""));
+    storage.fail_sync.store(false, Ordering::SeqCst);
+    assert_eq!(log.close().await.unwrap(), 3);
+    let report = verify_bytes(&storage.data.lock().unwrap()).unwrap();
+    assert_eq!(report.entries, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,9 @@ use crate::pipe::{Mark, Pipe, Written};
 use crate::resume::ChainHead;
 use crate::storage::Storage;
 
+/// Why nothing more is written after a failed background sync.
+const SYNC_FAILED: &str = "a background sync of the audit log failed; decisions are refused until the guard restarts";
+
 /// Most requests committed as one group.
 pub(crate) const MAX_GROUP: usize = 1024;
 
@@ -159,24 +162,22 @@ impl<S: Storage> Writer<S> {
         slots: &mut Vec<Slot>,
     ) -> io::Result<(Mark, Option<crate::storage::SyncFn>, Option<u64>)> {
         if self.pipe.poisoned().is_some() {
-            // A sync failed. The lines before it were answered (their
-            // decisions took effect), so they stay; nothing new is written
-            // until a sync succeeds again.
-            if let Err(e) = self.storage.sync() {
-                self.pipe.note_failure("sync", &e);
-                return Err(e);
-            }
-            self.pipe.set_durable(self.mark());
-            self.pipe.cure();
+            // A background sync failed. Linux reports a writeback error
+            // once, so a later sync that succeeds proves nothing about the
+            // lines before it: they may be gone from the disk although
+            // their decisions took effect. Nothing more is written by this
+            // process (fail-closed); a restart continues the chain.
+            return Err(io::Error::other(SYNC_FAILED));
         }
+        let before = self.mark();
         let count = self.commit_inner(findings, close, slots, false)?;
         let sync = match self.fsync {
             FsyncPolicy::Batch => match self.storage.sync_handle() {
                 Ok(sync) => Some(sync),
                 Err(e) => {
-                    // Written but cannot be synced: fail it like a failed
-                    // sync, so the next group rewinds past it.
-                    self.pipe.poison();
+                    // Written but cannot be synced: its callers get the
+                    // error, so its lines must go.
+                    self.undo(before);
                     self.pipe.note_failure("sync", &e);
                     return Err(e);
                 }
@@ -208,6 +209,12 @@ impl<S: Storage> Writer<S> {
         if findings.is_empty() && !closing {
             return false;
         }
+        let close = match close {
+            Some(close) if self.fsync == FsyncPolicy::Batch => {
+                return self.close_synced(findings, replies, slots, close);
+            }
+            other => other,
+        };
         let path = self.path();
         let before = self.mark();
         let result = self.commit_pipelined(findings, closing, slots);
@@ -258,13 +265,63 @@ impl<S: Storage> Writer<S> {
         closing && self.pipe.closed()
     }
 
+    /// fsync=batch: writes the last group with its `stop` entry and syncs
+    /// it here, once everything before it is durable, so that a failed sync
+    /// leaves no `stop` behind (the close may be retried). Returns `true`
+    /// when the log is closed.
+    fn close_synced(
+        &mut self,
+        findings: &mut Vec<AuditFinding>,
+        replies: &mut Vec<Reply>,
+        slots: &mut Vec<Slot>,
+        close: Reply,
+    ) -> bool {
+        let path = self.path();
+        let result = if self.pipe.quiesce() {
+            self.commit(findings, true, slots)
+        } else {
+            Err(io::Error::other(SYNC_FAILED))
+        };
+        findings.clear();
+        let count = match result {
+            // With `close` the count is always there: the entries so far.
+            Ok(count) => count.unwrap_or(self.head.next_seq),
+            Err(e) => {
+                fail(replies.drain(..).chain(Some(close)), &path, &e);
+                slots.clear();
+                return false;
+            }
+        };
+        for (reply, slot) in replies.drain(..).zip(slots.drain(..)) {
+            crate::pipe::answer(reply, slot, &Ok(()), &path);
+        }
+        // Already durable: the syncer only marks the log closed and
+        // answers the close.
+        let written = Written {
+            mark: self.mark(),
+            sync: None,
+            replies: Vec::new(),
+            close: Some((close, count)),
+        };
+        match self.pipe.push(written) {
+            Ok(()) => self.pipe.closed(),
+            Err(written) => {
+                let e = io::Error::other(SYNC_FAILED);
+                fail(written.close.map(|(r, _)| r).into_iter(), &path, &e);
+                false
+            }
+        }
+    }
+
     /// Takes back a group written after `before` that could not be handed
     /// to the syncer (its requests are failed, so its lines must go).
     pub(crate) fn undo(&mut self, before: Mark) {
+        // On failure the storage retries the truncation before its next
+        // append (which fails while it cannot), so the chain goes back
+        // either way.
         if let Err(e) = self.storage.rollback_to(before.len) {
             tracing::error!(path = %self.storage.path().display(), error = %e,
-                "cannot truncate a failed group off the audit log");
-            return;
+                "cannot truncate a failed group off the audit log; will retry");
         }
         self.head = before.head;
         self.file_entries = before.file_entries;
