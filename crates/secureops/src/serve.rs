@@ -211,7 +211,8 @@ fn raise_fd_limit(max_connections: usize) {
         }
     }
     let limit = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
-    // Two descriptors per connection plus the guard's own.
+    // Two descriptors per connection plus the guard's own; a tunnel that
+    // is moving bytes holds two more (a pipe), others none.
     let fit = limit.saturating_sub(256) / 2;
     let wanted = max_connections as u64;
     if fit < wanted / 2 {
