@@ -23,27 +23,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::error::AuditError;
-use crate::resume::ChainHead;
 use crate::storage::SyncFn;
-use crate::writer::{PendingStart, Reply, Shared, Slot};
-
-/// Writer state after some group: where to return to if later groups fail.
-#[derive(Clone)]
-pub(crate) struct Mark {
-    /// File length.
-    pub len: u64,
-    /// Chain head.
-    pub head: ChainHead,
-    /// Entries in the current file.
-    pub file_entries: u64,
-    /// A `start` entry still owed at the head of the next group.
-    pub start: Option<PendingStart>,
-}
+use crate::writer::{Reply, Shared, Slot};
 
 /// A group that is written but maybe not yet durable.
 pub(crate) struct Written {
-    /// State after this group.
-    pub mark: Mark,
     /// How to make it durable; `None` when already synced (fsync=always).
     pub sync: Option<SyncFn>,
     /// Each finding's request and outcome.
@@ -80,7 +64,6 @@ fn io_error((kind, msg): &(io::ErrorKind, String), path: &std::path::Path) -> Au
 
 struct State {
     queue: Vec<Written>,
-    durable: Mark,
     poisoned: bool,
     /// The syncer took a batch off the queue and has not answered it yet.
     busy: bool,
@@ -99,11 +82,10 @@ pub(crate) struct Pipe {
 }
 
 impl Pipe {
-    pub(crate) fn new(durable: Mark, path: PathBuf) -> Self {
+    pub(crate) fn new(path: PathBuf) -> Self {
         Pipe {
             state: Mutex::new(State {
                 queue: Vec::new(),
-                durable,
                 poisoned: false,
                 busy: false,
                 closed: false,
@@ -146,28 +128,14 @@ impl Pipe {
         Ok(())
     }
 
-    /// After a failed sync: waits for the queue to drain and returns the
-    /// durable mark to return to. `None` when nothing failed.
-    pub(crate) fn poisoned(&self) -> Option<Mark> {
-        let mut st = self.lock();
-        if !st.poisoned {
-            // The common case must not wait for the syncer.
-            return None;
-        }
-        while !st.queue.is_empty() || st.busy {
-            st = self.wait(st);
-        }
-        Some(st.durable.clone())
+    /// Whether a background sync has failed (see the module docs).
+    pub(crate) fn poisoned(&self) -> bool {
+        self.lock().poisoned
     }
 
     /// Waits for the syncer to be idle; `false` if the pipe is poisoned.
     pub(crate) fn quiesce(&self) -> bool {
         !self.idle().poisoned
-    }
-
-    /// Records a new durable mark (after a synchronous write and sync).
-    pub(crate) fn set_durable(&self, mark: Mark) {
-        self.lock().durable = mark;
     }
 
     /// Waits until everything queued is answered; `true` if the log is closed.
@@ -271,9 +239,6 @@ pub(crate) fn sync_loop(pipe: Arc<Pipe>, shared: Arc<Shared>) {
             st.busy = false;
             match &result {
                 Ok(()) => {
-                    if let Some(last) = batch.last() {
-                        st.durable = last.mark.clone();
-                    }
                     if closing {
                         st.closed = true;
                         shared.closed.store(true, Ordering::Release);

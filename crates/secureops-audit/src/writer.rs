@@ -20,7 +20,7 @@ use crate::config::{AuditConfig, FsyncPolicy, SignPolicy};
 use crate::encode::{Body, Encoder};
 use crate::error::AuditError;
 use crate::finding::AuditFinding;
-use crate::pipe::{Mark, Pipe, Written};
+use crate::pipe::{Pipe, Written};
 use crate::resume::ChainHead;
 use crate::storage::Storage;
 
@@ -53,6 +53,18 @@ pub(crate) struct Shared {
 pub(crate) struct PendingStart {
     reason: &'static str,
     detail: Option<String>,
+}
+
+/// Writer state before a group: where [`Writer::undo`] returns to.
+pub(crate) struct Mark {
+    /// File length.
+    len: u64,
+    /// Chain head.
+    head: ChainHead,
+    /// Entries in the current file.
+    file_entries: u64,
+    /// A `start` entry still owed at the head of the next group.
+    start: Option<PendingStart>,
 }
 
 /// The outcome of one finding within a group.
@@ -93,13 +105,7 @@ impl<S: Storage> Writer<S> {
             reason: start_reason,
             detail: start_detail,
         });
-        let durable = Mark {
-            len: storage.committed_len(),
-            head,
-            file_entries: 0,
-            start: start.clone(),
-        };
-        let pipe = Arc::new(Pipe::new(durable, storage.path().to_owned()));
+        let pipe = Arc::new(Pipe::new(storage.path().to_owned()));
         Writer {
             storage,
             enc,
@@ -148,7 +154,6 @@ impl<S: Storage> Writer<S> {
         slots: &mut Vec<Slot>,
     ) -> io::Result<Option<u64>> {
         let count = self.commit_inner(findings, close, slots, true)?;
-        self.pipe.set_durable(self.mark());
         self.pipe.note_success();
         Ok(count)
     }
@@ -160,8 +165,8 @@ impl<S: Storage> Writer<S> {
         findings: &[AuditFinding],
         close: bool,
         slots: &mut Vec<Slot>,
-    ) -> io::Result<(Mark, Option<crate::storage::SyncFn>, Option<u64>)> {
-        if self.pipe.poisoned().is_some() {
+    ) -> io::Result<(Option<crate::storage::SyncFn>, Option<u64>)> {
+        if self.pipe.poisoned() {
             // A background sync failed. Linux reports a writeback error
             // once, so a later sync that succeeds proves nothing about the
             // lines before it: they may be gone from the disk although
@@ -184,7 +189,7 @@ impl<S: Storage> Writer<S> {
             },
             FsyncPolicy::Always => None,
         };
-        Ok((self.mark(), sync, count))
+        Ok((sync, count))
     }
 
     /// Commits one group: `findings` (whose callers are still waiting) and
@@ -220,13 +225,12 @@ impl<S: Storage> Writer<S> {
         let result = self.commit_pipelined(findings, closing, slots);
         findings.clear();
         match result {
-            Ok((mark, sync, count)) => {
+            Ok((sync, count)) => {
                 // fsync=batch: a finding is answered once its line is
                 // written; the syncer makes it durable shortly after (see
                 // the crate docs). A `stop` still waits for its sync.
                 let early = sync.is_some();
                 let written = Written {
-                    mark,
                     sync,
                     replies: if early {
                         Vec::new()
@@ -298,7 +302,6 @@ impl<S: Storage> Writer<S> {
         // Already durable: the syncer only marks the log closed and
         // answers the close.
         let written = Written {
-            mark: self.mark(),
             sync: None,
             replies: Vec::new(),
             close: Some((close, count)),
@@ -494,7 +497,6 @@ impl<S: Storage> Writer<S> {
                 "audit log rotation failed; rotation disabled until restart");
             self.rotate_bytes = 0;
         }
-        self.pipe.set_durable(self.mark());
         Ok(())
     }
 }
