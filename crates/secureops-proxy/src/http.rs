@@ -232,19 +232,7 @@ async fn exchange(
     }
     let mut request = request_head(head, authority, path);
     // Likewise a small request body the client sent with its head.
-    let body = match body {
-        BodyKind::Length(n) => {
-            let take = client
-                .buf
-                .len()
-                .min(usize::try_from(n).unwrap_or(usize::MAX))
-                .min(COALESCE);
-            request.extend_from_slice(&client.buf[..take]);
-            client.buf.advance(take);
-            BodyKind::Length(n - take as u64)
-        }
-        other => other,
-    };
+    let body = coalesce(&mut client.buf, body, &mut request);
     write_all(&mut up.conn.stream, &request, idle)
         .await
         .map_err(|e| Failure::Upstream(Refusal::Unreachable(format!("{authority}: {e}"))))?;
@@ -288,20 +276,7 @@ async fn exchange(
     let mut out = response_head(&resp, &raw, client_keep);
     // A small body already read with the head goes out in the same write:
     // one send instead of two for the common small response.
-    let framing = match framing {
-        BodyKind::Length(n) => {
-            let take = up
-                .conn
-                .buf
-                .len()
-                .min(usize::try_from(n).unwrap_or(usize::MAX))
-                .min(COALESCE);
-            out.extend_from_slice(&up.conn.buf[..take]);
-            up.conn.buf.advance(take);
-            BodyKind::Length(n - take as u64)
-        }
-        other => other,
-    };
+    let framing = coalesce(&mut up.conn.buf, framing, &mut out);
     write_all(&mut client.stream, &out, idle)
         .await
         .map_err(|_| Failure::Broken)?;
@@ -316,6 +291,19 @@ async fn exchange(
         let _ = client.stream.shutdown().await;
     }
     Ok((if client_keep { Next::KeepAlive } else { Next::Close }, upstream_keep))
+}
+
+/// Moves the start of a `Content-Length` body that is already buffered (at
+/// most [`COALESCE`] bytes) behind its head in `out`, so both leave in one
+/// write; returns what is left to copy.
+fn coalesce(buf: &mut bytes::BytesMut, body: BodyKind, out: &mut Vec<u8>) -> BodyKind {
+    let BodyKind::Length(n) = body else {
+        return body;
+    };
+    let take = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX)).min(COALESCE);
+    out.extend_from_slice(&buf[..take]);
+    buf.advance(take);
+    BodyKind::Length(n - take as u64)
 }
 
 fn bad_gateway(authority: &str, e: ReadHeadError) -> Refusal {
