@@ -2,14 +2,20 @@
 # Installs, with apt, the system tools that are missing. Usage:
 #   scripts/deps.sh run     # what `secureops run` needs: nft, ip, unshare, setpriv
 #   scripts/deps.sh test    # the above plus the real clients the tests drive
+#   scripts/deps.sh tools COMMAND=PACKAGE...   # just these (benchmark scripts)
 set -euo pipefail
 
 need=()
 want() { command -v "$1" >/dev/null || need+=("$2"); }
-want nft nftables
-want ip iproute2
-want unshare util-linux
-want setpriv util-linux
+if [ "${1:-run}" = tools ]; then
+  shift
+  for pair in "$@"; do want "${pair%%=*}" "${pair#*=}"; done
+else
+  want nft nftables
+  want ip iproute2
+  want unshare util-linux
+  want setpriv util-linux
+fi
 if [ "${1:-run}" = test ]; then
   want curl curl
   want openssl openssl

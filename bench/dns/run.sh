@@ -43,17 +43,7 @@ RATE=${RATE:-10000}
 NAMES=${NAMES:-1000}
 SHM=${SHM:-1}
 
-need=()
-command -v dnsperf >/dev/null || need+=(dnsperf)
-command -v dnsmasq >/dev/null || need+=(dnsmasq)
-command -v dig >/dev/null || need+=(dnsutils)
-if ((${#need[@]})); then
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
-  echo "installing: ${need[*]}" >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+scripts/deps.sh tools dnsperf=dnsperf dnsmasq=dnsmasq dig=dnsutils
 
 cargo build --release --locked -p secureops >&2
 BIN=$PWD/target/release/secureops

@@ -35,21 +35,15 @@ SECUREOPS=${SECUREOPS:-$PWD/target/release/secureops}
 BENCH=$PWD/target/release/secureops-bench
 
 # --- peers' packages ------------------------------------------------------
-need=()
+tools=()
 for p in $PEERS; do
   case $p in
-    tinyproxy) [ -x /usr/bin/tinyproxy ] || need+=(tinyproxy) ;;
-    squid) [ -x /usr/sbin/squid ] || need+=(squid) ;;
+    tinyproxy) tools+=(/usr/bin/tinyproxy=tinyproxy) ;;
+    squid) tools+=(/usr/sbin/squid=squid) ;;
     *) echo "unknown peer: $p (tinyproxy, squid)" >&2; exit 2 ;;
   esac
 done
-if ((${#need[@]})); then
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
-  echo "installing: ${need[*]}" >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+scripts/deps.sh tools "${tools[@]}"
 
 # 10 000 idle tunnels: both ends in the benchmark, both ends in each proxy.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
