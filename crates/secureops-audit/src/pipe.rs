@@ -72,6 +72,9 @@ struct State {
     exit: bool,
     /// In a failure episode (logged once, not per entry).
     failing: bool,
+    /// The syncer is sitting out [`SYNC_INTERVAL`]: a group nobody waits
+    /// for need not wake it (a wake-up per group cost more than the group).
+    spacing: bool,
 }
 
 /// See the module docs.
@@ -91,6 +94,7 @@ impl Pipe {
                 closed: false,
                 exit: false,
                 failing: false,
+                spacing: false,
             }),
             cond: Condvar::new(),
             path,
@@ -123,14 +127,22 @@ impl Pipe {
         if st.poisoned {
             return Err(Box::new(written));
         }
+        let waited_for = !written.replies.is_empty() || written.close.is_some();
         st.queue.push(written);
-        self.cond.notify_all();
+        if waited_for || !st.spacing {
+            self.cond.notify_all();
+        }
         Ok(())
     }
 
     /// Whether a background sync has failed (see the module docs).
     pub(crate) fn poisoned(&self) -> bool {
         self.lock().poisoned
+    }
+
+    /// Whether the `stop` entry is durable, without waiting.
+    pub(crate) fn closed_now(&self) -> bool {
+        self.lock().closed
     }
 
     /// Waits for the syncer to be idle; `false` if the pipe is poisoned.
@@ -209,11 +221,13 @@ pub(crate) fn sync_loop(pipe: Arc<Pipe>, shared: Arc<Shared>) {
                 if someone_waits || st.poisoned || st.exit {
                     break;
                 }
+                st.spacing = true;
                 st = pipe
                     .cond
                     .wait_timeout(st, left)
                     .map(|(guard, _)| guard)
                     .unwrap_or_else(|e| e.into_inner().0);
+                st.spacing = false;
             }
             std::mem::swap(&mut batch, &mut st.queue);
             st.busy = true;

@@ -359,10 +359,83 @@ async fn cancelled_appends_are_not_logged() {
     tx.send(crate::writer::Request::Close(close)).await.unwrap();
     let pipe = writer.pipe();
     std::thread::spawn(move || crate::pipe::sync_loop(pipe, Arc::default()));
+    let writer = Arc::new(std::sync::Mutex::new(writer));
     std::thread::spawn(move || crate::writer::run(writer, rx));
     assert_eq!(kept.await.unwrap().unwrap(), 1);
     assert_eq!(closed.await.unwrap().unwrap(), 3);
     let text = String::from_utf8(storage.data.lock().unwrap().clone()).unwrap();
     assert!(!text.contains("host1.example") && text.contains("host2.example"));
     verify_bytes(text.as_bytes()).unwrap();
+}
+
+/// Retries `try_append_now` until the writer thread is free (it is idle
+/// between groups; a test has nothing else running).
+fn append_now(log: &AuditLog, findings: &[AuditFinding]) -> Vec<Result<u64, AuditError>> {
+    for _ in 0..1000 {
+        if let Some(results) = log.try_append_now(findings) {
+            return results;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    panic!("the writer never became free");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_groups_interleave_with_the_writer_thread_and_verify() {
+    let storage = Flaky::default();
+    let log = AuditLog::spawn(flaky_writer(storage.clone(), FsyncPolicy::Batch)).unwrap();
+    assert_eq!(log.append(finding(0)).await.unwrap(), 1);
+    let group: Vec<_> = (1..4).map(finding).collect();
+    let seqs: Vec<u64> = append_now(&log, &group).into_iter().map(Result::unwrap).collect();
+    assert_eq!(seqs, [2, 3, 4]);
+    assert_eq!(log.append(finding(4)).await.unwrap(), 5);
+    // One group, one signature: on its last line only.
+    let data = String::from_utf8(storage.data.lock().unwrap().clone()).unwrap();
+    let signed: Vec<bool> = data
+        .lines()
+        .map(|l| !serde_json::from_str::<serde_json::Value>(l).unwrap()["sig"].is_null())
+        .collect();
+    assert_eq!(signed, [true, true, false, false, true, true]);
+    assert_eq!(log.close().await.unwrap(), 7);
+    verify_bytes(&storage.data.lock().unwrap()).unwrap();
+    // Closed: nothing more, inline or not.
+    assert!(matches!(append_now(&log, &group)[..], [Err(AuditError::Closed), _, _]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_groups_fail_and_leave_nothing_after_a_failed_sync() {
+    let storage = Flaky::default();
+    let log = AuditLog::spawn(flaky_writer(storage.clone(), FsyncPolicy::Batch)).unwrap();
+    storage.fail_sync.store(true, Ordering::SeqCst);
+    // The first group is written and answered; its background sync fails.
+    let mut ok = 0;
+    for i in 0..200 {
+        let results = append_now(&log, &[finding(i)]);
+        match &results[..] {
+            [Ok(_)] if ok == i => ok += 1,
+            [Ok(seq)] => panic!("seq {seq} answered after a failed sync"),
+            [Err(e)] => {
+                assert!(e.to_string().contains("sync"), "{e}");
+                break;
+            }
+            other => panic!("{} results for one finding", other.len()),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!((1..200).contains(&ok), "{ok} inline appends succeeded");
+    let lines = storage
+        .data
+        .lock()
+        .unwrap()
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count();
+    assert_eq!(lines, 1 + ok, "a refused group left lines behind");
+}
+
+#[tokio::test]
+async fn inline_is_declined_with_fsync_always() {
+    let log = AuditLog::spawn(flaky_writer(Flaky::default(), FsyncPolicy::Always)).unwrap();
+    assert!(log.try_append_now(&[finding(1)]).is_none());
+    assert_eq!(log.append(finding(1)).await.unwrap(), 1);
 }

@@ -11,8 +11,8 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -501,11 +501,85 @@ impl<S: Storage> Writer<S> {
     }
 }
 
+/// Group commit on the caller's thread (see [`crate::AuditLog::try_append_now`]).
+pub(crate) trait Inline: Send + Sync {
+    /// Commits `findings` as one group if the writer is free at this moment
+    /// and fsync=batch; `None` otherwise (nothing written).
+    fn try_commit(&self, findings: &[AuditFinding]) -> Option<Vec<Result<u64, AuditError>>>;
+}
+
+impl<S: Storage> Inline for Mutex<Writer<S>> {
+    fn try_commit(&self, findings: &[AuditFinding]) -> Option<Vec<Result<u64, AuditError>>> {
+        // Never wait: the writer thread (or another caller) holding the
+        // lock is committing a group, and may be waiting for a sync.
+        let mut writer = match self.try_lock() {
+            Ok(writer) => writer,
+            Err(TryLockError::WouldBlock) => return None,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+        };
+        if writer.fsync != FsyncPolicy::Batch {
+            return None;
+        }
+        let path = writer.path();
+        let mut slots = Vec::with_capacity(findings.len());
+        // Checked under the lock: a close holds it until the log is closed.
+        if writer.pipe.closed_now() {
+            return Some(findings.iter().map(|_| Err(AuditError::Closed)).collect());
+        }
+        let result = writer.commit_now(findings, &mut slots);
+        Some(match result {
+            Ok(()) => slots
+                .into_iter()
+                .map(|slot| match slot {
+                    Slot::Seq(seq) => Ok(seq),
+                    Slot::Refused(e) => Err(e),
+                })
+                .collect(),
+            Err(e) => findings
+                .iter()
+                .map(|_| Err(AuditError::io(&path, io::Error::new(e.kind(), e.to_string()))))
+                .collect(),
+        })
+    }
+}
+
+impl<S: Storage> Writer<S> {
+    /// Writes `findings` as one group and hands it to the syncer
+    /// (fsync=batch only): answered as soon as it is written, like a group
+    /// of the writer thread.
+    fn commit_now(&mut self, findings: &[AuditFinding], slots: &mut Vec<Slot>) -> io::Result<()> {
+        if findings.is_empty() {
+            return Ok(());
+        }
+        let before = self.mark();
+        let (sync, _) = self.commit_pipelined(findings, false, slots)?;
+        let written = Written {
+            sync,
+            replies: Vec::new(),
+            close: None,
+        };
+        if self.pipe.push(written).is_err() {
+            // A sync failed meanwhile: the group fails with it.
+            self.undo(before);
+            return Err(io::Error::other(SYNC_FAILED));
+        }
+        Ok(())
+    }
+}
+
+/// Locks the writer; a panic while it was held leaves plain data behind
+/// (every group either landed or was rolled back before the panic point).
+fn lock<S: Storage>(writer: &Mutex<Writer<S>>) -> MutexGuard<'_, Writer<S>> {
+    writer.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The writer thread's loop: receive, group, write, hand to the syncer. Ends
 /// after a successful close, or when every handle is gone.
-pub(crate) fn run<S: Storage>(mut writer: Writer<S>, mut rx: mpsc::Receiver<Request>) {
-    let pipe = writer.pipe();
-    let path = writer.path();
+pub(crate) fn run<S: Storage>(writer: Arc<Mutex<Writer<S>>>, mut rx: mpsc::Receiver<Request>) {
+    let (pipe, path) = {
+        let w = lock(&writer);
+        (w.pipe(), w.path())
+    };
     let mut findings: Vec<AuditFinding> = Vec::with_capacity(MAX_GROUP);
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_GROUP);
     let mut slots: Vec<Slot> = Vec::with_capacity(MAX_GROUP);
@@ -526,7 +600,7 @@ pub(crate) fn run<S: Storage>(mut writer: Writer<S>, mut rx: mpsc::Receiver<Requ
                 next = rx.try_recv().ok();
             }
         }
-        if writer.commit_group(&mut findings, &mut replies, &mut slots, close) {
+        if lock(&writer).commit_group(&mut findings, &mut replies, &mut slots, close) {
             pipe.shutdown();
             return;
         }

@@ -226,9 +226,17 @@ fn upstream_answers_into_private_ranges_are_not_passed_on() {
 
 #[test]
 fn every_query_is_one_verified_entry_and_repeats_come_from_the_cache() {
+    // fsync=batch: answers in the UDP reader, entries appended on its
+    // thread; fsync=always: every entry through the log's writer thread.
+    for audit in ["", "[audit]\nfsync = \"always\""] {
+        one_verified_entry_per_query(audit);
+    }
+}
+
+fn one_verified_entry_per_query(audit: &str) {
     let upstream = Upstream::start();
     let dir = tempfile::tempdir().unwrap();
-    let proxy = Proxy::start_at(dir.path(), &config(&upstream, ""));
+    let proxy = Proxy::start_at(dir.path(), &config(&upstream, audit));
     for _ in 0..3 {
         assert_eq!(short(proxy.dns, &["cached.allowed.test", "A"]), [PUBLIC.to_string()]);
     }
@@ -250,6 +258,40 @@ fn every_query_is_one_verified_entry_and_repeats_come_from_the_cache() {
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     // start + 5 queries + stop.
     assert!(text.starts_with("ok 7 entries"), "{text}");
+}
+
+#[test]
+fn while_the_log_cannot_be_written_allowed_answers_are_refused_and_nothing_is_forwarded() {
+    let Some(fs) = SmallFs::mount("while_the_log_cannot_be_written_allowed_answers_are_refused") else {
+        return;
+    };
+    let upstream = Upstream::start();
+    let log = fs.path.join("audit.jsonl");
+    let audit = format!(
+        "[audit]\npath = \"{}\"\nsigning_key = \"{}\"\n",
+        log.display(),
+        fs.dir.path().join("k.key").display()
+    );
+    let proxy = Proxy::start(&config(&upstream, &audit));
+    let addresses = ["127.0.0.1", "127.0.0.2"];
+    assert_eq!(short(proxy.dns, &["static.test", "A"]), addresses);
+    let filler = fs.fill();
+    // Static answers go on until the log's last page is full; then an
+    // allowed answer that cannot be recorded is not given.
+    let refused = (0..64).position(|_| status(&dig(proxy.dns, &["static.test", "A"])) == "REFUSED");
+    assert!(refused.is_some(), "appends never failed on a full file system");
+    assert_eq!(status(&dig(proxy.dns, &["+tcp", "static.test", "A"])), "REFUSED");
+    // Nothing is forwarded unrecorded: the upstream is never asked.
+    assert_eq!(status(&dig(proxy.dns, &["new.allowed.test", "A"])), "REFUSED");
+    // A denied name still gets the sinkhole's answer (it tells nothing).
+    assert_eq!(status(&dig(proxy.dns, &["exfil.example", "A"])), "NXDOMAIN");
+    assert!(upstream.names().is_empty(), "{:?}", upstream.names());
+    // Space back: answers again, and the log verifies.
+    std::fs::remove_file(&filler).unwrap();
+    let recovered = (0..5).any(|_| short(proxy.dns, &["static.test", "A"]) == addresses);
+    assert!(recovered, "no answers after space was freed");
+    let out = secureops(&["audit", "verify", "--open", log.to_str().unwrap()], fs.dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
 /// A query for `name` A, as bytes, with ID `id`.

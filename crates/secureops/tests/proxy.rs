@@ -465,28 +465,10 @@ fn sigterm_stops_cleanly_and_the_log_verifies() {
 
 #[test]
 fn audit_write_failure_refuses_until_space_returns() {
-    if !nix_is_root() {
-        eprintln!("SKIP audit_write_failure_refuses_until_space_returns: needs root to mount a small tmpfs");
+    let Some(fs) = SmallFs::mount("audit_write_failure_refuses_until_space_returns") else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("fs");
-    std::fs::create_dir(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
-        .arg(&mnt)
-        .status();
-    if !mounted.is_ok_and(|s| s.success()) {
-        eprintln!("SKIP audit_write_failure_refuses_until_space_returns: cannot mount tmpfs here");
-        return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(mnt.clone());
+    };
+    let (dir, mnt) = (&fs.dir, &fs.path);
     let origin = HttpOrigin::start();
     let canary = Canary::start();
     let log = mnt.join("audit.jsonl");
@@ -498,13 +480,7 @@ fn audit_write_failure_refuses_until_space_returns() {
     let proxy = Proxy::start(&cfg);
     let (status, _) = curl(&proxy, &[&format!("http://web.test:{}/", origin.port())]);
     assert_eq!(status, 200);
-    // Fill the file system; appends fail once the log's last page is full.
-    let filler = mnt.join("filler");
-    let _ = Command::new("dd")
-        .arg("if=/dev/zero")
-        .arg(format!("of={}", filler.display()))
-        .arg("bs=4k")
-        .output();
+    let filler = fs.fill();
     let web = format!("http://web.test:{}/", origin.port());
     let first_503 = (0..64).map(|_| curl(&proxy, &[&web]).0).position(|s| s == 503);
     assert!(first_503.is_some(), "appends never failed on a full file system");
@@ -525,13 +501,6 @@ fn audit_write_failure_refuses_until_space_returns() {
     assert!(recovered, "requests did not work again after space was freed");
     let out = secureops(&["audit", "verify", "--open", log.to_str().unwrap()], dir.path());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-}
-
-fn nix_is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
 
 #[test]

@@ -44,6 +44,16 @@ impl Attributor {
         }
     }
 
+    /// The process behind `peer` if that is known without a lookup (no
+    /// platform lookup configured, or remembered); `None` when a lookup is
+    /// needed ([`Attributor::lookup`]).
+    pub(crate) fn known(&self, transport: Transport, peer: SocketAddr) -> Option<Who> {
+        if self.inner.is_none() {
+            return Some(None);
+        }
+        self.cache.get(&(transport, peer))
+    }
+
     /// The process behind `peer`, when it can be told in time.
     pub(crate) async fn lookup(&self, transport: Transport, peer: SocketAddr, local: SocketAddr) -> Who {
         let inner = self.inner.as_ref()?;
@@ -88,12 +98,19 @@ mod tests {
         let a = Attributor::new(Some(counting.clone()));
         let local = "127.0.0.1:53".parse().unwrap();
         let peer = "127.0.0.1:4242".parse().unwrap();
+        // Not known before the first lookup; known (without one) after it.
+        assert_eq!(a.known(Transport::Udp, peer), None);
+        assert_eq!(Attributor::new(None).known(Transport::Udp, peer), Some(None));
         for _ in 0..3 {
             assert_eq!(
                 a.lookup(Transport::Udp, peer, local).await,
                 Some((4242, Some("/usr/bin/dig".into())))
             );
         }
+        assert_eq!(
+            a.known(Transport::Udp, peer),
+            Some(Some((4242, Some("/usr/bin/dig".into()))))
+        );
         assert_eq!(counting.0.load(Ordering::SeqCst), 1);
         assert_eq!(Attributor::new(None).lookup(Transport::Udp, peer, local).await, None);
     }

@@ -127,6 +127,37 @@ struct Summary {
     dropped: u64,
 }
 
+/// The answers of a decided query: which one the client gets depends on
+/// whether its audit entry is in the log.
+pub(crate) struct Answer {
+    /// Sent once the entry is in the log.
+    reply: Vec<u8>,
+    /// Sent instead when it is not, for an allowed answer (REFUSED:
+    /// nothing let through goes unrecorded); `None` sends `reply` anyway
+    /// (a refusal tells the client nothing).
+    unrecorded: Option<Vec<u8>>,
+}
+
+impl Answer {
+    /// The bytes for the client, given whether the entry is in the log.
+    pub(crate) fn into_bytes(self, recorded: bool) -> Vec<u8> {
+        match self.unrecorded {
+            Some(refused) if !recorded => refused,
+            _ => self.reply,
+        }
+    }
+}
+
+/// What [`Engine::prepare`] made of a message.
+pub(crate) enum Prepared {
+    /// Decided and answered here: append the entry, then send the answer.
+    Local(AuditFinding, Answer),
+    /// Send nothing.
+    Drop,
+    /// Needs the upstream or a process lookup: [`Engine::answer_parsed`].
+    Async(Box<Parsed>),
+}
+
 /// The answer before encoding.
 enum Reply {
     /// Built here.
@@ -213,7 +244,43 @@ impl Engine {
 
     /// Answers one message; `None` means send nothing.
     pub(crate) async fn answer(&self, bytes: &[u8], peer: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+        self.answer_parsed(answer::parse(bytes), bytes, peer, transport).await
+    }
+
+    /// Answers a query right here when nothing needs waiting for (no
+    /// upstream, the client's process already known): the caller appends
+    /// the entry and sends the answer (see [`Answer`]).
+    pub(crate) fn prepare(&self, bytes: &[u8], peer: SocketAddr, transport: Transport) -> Prepared {
         let q = match answer::parse(bytes) {
+            Parsed::Query(q) => q,
+            Parsed::Drop(why) => {
+                tracing::trace!(?why, %peer, "dns message dropped");
+                self.limiter.note_dropped(peer.ip());
+                return Prepared::Drop;
+            }
+            other @ Parsed::Reject { .. } => return Prepared::Async(Box::new(other)),
+        };
+        let Some(who) = self.attribution.known(transport, peer) else {
+            return Prepared::Async(Box::new(Parsed::Query(q)));
+        };
+        match self.resolve_local(&q) {
+            Ok((outcome, reply)) => {
+                let (finding, answer) = self.finish(&q, &outcome, reply, who, peer, transport);
+                Prepared::Local(finding, answer)
+            }
+            Err(_) => Prepared::Async(Box::new(Parsed::Query(q))),
+        }
+    }
+
+    /// Answers a message [`Engine::prepare`] could not answer at once.
+    pub(crate) async fn answer_parsed(
+        &self,
+        parsed: Parsed,
+        bytes: &[u8],
+        peer: SocketAddr,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
+        let q = match parsed {
             Parsed::Drop(why) => {
                 tracing::trace!(?why, %peer, "dns message dropped");
                 self.limiter.note_dropped(peer.ip());
@@ -237,16 +304,31 @@ impl Engine {
             }
             Parsed::Query(q) => q,
         };
-        let limit = match transport {
-            Transport::Udp => q.udp_limit,
-            Transport::Tcp => u16::MAX,
-        };
         // The process lookup runs while the query is answered.
         let ((outcome, reply), who) = tokio::join!(
             self.resolve(&q, bytes),
             self.attribution.lookup(transport, peer, self.local)
         );
-        let mut f = self.finding(&outcome, peer, transport, reply.rcode(), who);
+        let (finding, answer) = self.finish(&q, &outcome, reply, who, peer, transport);
+        let recorded = self.record(finding).await;
+        Some(answer.into_bytes(recorded))
+    }
+
+    /// The entry and the answers of a decided query.
+    fn finish(
+        &self,
+        q: &Query,
+        outcome: &Outcome,
+        reply: Reply,
+        who: Option<(u32, Option<String>)>,
+        peer: SocketAddr,
+        transport: Transport,
+    ) -> (AuditFinding, Answer) {
+        let limit = match transport {
+            Transport::Udp => q.udp_limit,
+            Transport::Tcp => u16::MAX,
+        };
+        let mut f = self.finding(outcome, peer, transport, reply.rcode(), who);
         f.host = Some(q.display_name());
         // Case is data too (base64 labels): keep the name as sent. Only
         // valid names get here unescaped, so `to_ascii` adds no escapes.
@@ -258,65 +340,23 @@ impl Engine {
             detail.push_str(q.qname.to_ascii().trim_end_matches('.'));
         }
         f.qtype = Some(q.qtype.to_string());
-        let recorded = self.record(f).await;
-        if !recorded && outcome.verdict() == Verdict::Allow {
-            // Nothing let through goes unrecorded.
-            return Some(encode(&response(&q, ResponseCode::Refused), limit));
-        }
-        Some(match reply {
+        // Nothing let through goes unrecorded.
+        let unrecorded =
+            (outcome.verdict() == Verdict::Allow).then(|| encode(&response(q, ResponseCode::Refused), limit));
+        let reply = match reply {
             Reply::Message(m) => encode(&m, limit),
             Reply::Raw(raw, m) => fit(raw, &m, limit),
-        })
+        };
+        (f, Answer { reply, unrecorded })
     }
 
     /// The decision and the answer for a checked query.
     async fn resolve(&self, q: &Query, bytes: &[u8]) -> (Outcome, Reply) {
-        let sink = || Reply::Message(sinkhole(q, self.config.sinkhole));
-        if let Some((ip, range)) = private_reverse(&q.qname) {
-            let names = self.reverse.get(&ip.to_canonical()).map(Vec::as_slice);
-            return (
-                Outcome::LocalReverse { ip, range },
-                Reply::Message(local_reverse(q, names)),
-            );
-        }
-        let name = match &q.name {
-            Ok(name) => name,
-            Err(error) => {
-                let outcome = Outcome::InvalidName {
-                    name: q.display_name(),
-                    error: error.clone(),
-                };
-                return (outcome, sink());
-            }
+        let key = match self.resolve_local(q) {
+            Ok(done) => return done,
+            Err(key) => key,
         };
-        if !self.allowlist.resolves(name) {
-            return (Outcome::NotAllowed { name: name.clone() }, sink());
-        }
-        let rule = self.rule_for(name);
-        if let Some(ips) = self.config.hosts.get(name) {
-            let reply = answer::addresses(q, ips);
-            // Only what would be handed out is vetted: an A answer is not
-            // refused for the name's IPv6 address.
-            if let Some(e) = first_unsafe(&reply, &self.private) {
-                return (Outcome::UnsafeStatic(e), sink());
-            }
-            return (Outcome::Static { rule }, Reply::Message(reply));
-        }
-        let key = Key {
-            name: name.as_str().into(),
-            qtype: q.qtype,
-            qclass: q.qclass,
-            dnssec_ok: q.dnssec_ok,
-            checking_disabled: q.message.metadata.checking_disabled,
-        };
-        if let Some(entry) = self.cache.get(&key)
-            && let Some(age) = entry.age(Instant::now())
-        {
-            return (
-                Outcome::Cached { rule },
-                Reply::Message(from_cache(q, &entry.message, age)),
-            );
-        }
+        let rule = self.rule_for(&key.name);
         if self.audit_down.load(Ordering::Relaxed) {
             return (
                 Outcome::AuditUnavailable,
@@ -330,7 +370,7 @@ impl Engine {
             ),
             Ok(f) => {
                 if let Some(e) = first_unsafe(&f.message, &self.private) {
-                    return (Outcome::Rebinding(e), sink());
+                    return (Outcome::Rebinding(e), Reply::Message(sinkhole(q, self.config.sinkhole)));
                 }
                 if let Some(ttl) = cache_ttl(&f.message) {
                     self.cache.insert(key, f.message.clone(), ttl, f.raw.len());
@@ -339,6 +379,59 @@ impl Engine {
                 (Outcome::Forwarded { rule, server }, Reply::Raw(f.raw, f.message))
             }
         }
+    }
+
+    /// The decision and the answer when they need no upstream; otherwise
+    /// the cache key of an allowed name to forward.
+    fn resolve_local(&self, q: &Query) -> Result<(Outcome, Reply), Key> {
+        let sink = || Reply::Message(sinkhole(q, self.config.sinkhole));
+        if let Some((ip, range)) = private_reverse(&q.qname) {
+            let names = self.reverse.get(&ip.to_canonical()).map(Vec::as_slice);
+            return Ok((
+                Outcome::LocalReverse { ip, range },
+                Reply::Message(local_reverse(q, names)),
+            ));
+        }
+        let name = match &q.name {
+            Ok(name) => name,
+            Err(error) => {
+                let outcome = Outcome::InvalidName {
+                    name: q.display_name(),
+                    error: error.clone(),
+                };
+                return Ok((outcome, sink()));
+            }
+        };
+        if !self.allowlist.resolves(name) {
+            return Ok((Outcome::NotAllowed { name: name.clone() }, sink()));
+        }
+        if let Some(ips) = self.config.hosts.get(name) {
+            let reply = answer::addresses(q, ips);
+            // Only what would be handed out is vetted: an A answer is not
+            // refused for the name's IPv6 address.
+            if let Some(e) = first_unsafe(&reply, &self.private) {
+                return Ok((Outcome::UnsafeStatic(e), sink()));
+            }
+            let rule = self.rule_for(name);
+            return Ok((Outcome::Static { rule }, Reply::Message(reply)));
+        }
+        let key = Key {
+            name: name.as_str().into(),
+            qtype: q.qtype,
+            qclass: q.qclass,
+            dnssec_ok: q.dnssec_ok,
+            checking_disabled: q.message.metadata.checking_disabled,
+        };
+        if let Some(entry) = self.cache.get(&key)
+            && let Some(age) = entry.age(Instant::now())
+        {
+            let rule = self.rule_for(name);
+            return Ok((
+                Outcome::Cached { rule },
+                Reply::Message(from_cache(q, &entry.message, age)),
+            ));
+        }
+        Err(key)
     }
 
     /// The rule to quote for an allowed name (ports 443 and 80 first).
@@ -375,13 +468,23 @@ impl Engine {
     }
 
     /// Appends one entry; `false` when it is not in the log.
-    async fn record(&self, finding: AuditFinding) -> bool {
+    pub(crate) async fn record(&self, finding: AuditFinding) -> bool {
         let ok = matches!(
             tokio::time::timeout(AUDIT_TIMEOUT, self.audit.append(finding)).await,
             Ok(Ok(_))
         );
         self.audit_down.store(!ok, Ordering::Relaxed);
         ok
+    }
+
+    /// Appends the entries of [`Prepared::Local`] answers as one group on this thread
+    /// when the log's writer is free (see [`AuditLog::try_append_now`]):
+    /// whether each is in the log, or `None` to use [`Engine::record`].
+    pub(crate) fn record_now(&self, findings: &[AuditFinding]) -> Option<Vec<bool>> {
+        let results = self.audit.try_append_now(findings)?;
+        let recorded: Vec<bool> = results.iter().map(Result::is_ok).collect();
+        self.audit_down.store(recorded.contains(&false), Ordering::Relaxed);
+        Some(recorded)
     }
 
     /// Writes one summary entry per client that was refused or dropped

@@ -16,6 +16,58 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_secureops")
 }
 
+/// A 256 KiB tmpfs mounted for one test, unmounted on drop: a file system
+/// the test can fill. Needs root; `None` (after saying SKIP) otherwise.
+pub struct SmallFs {
+    /// The mount point.
+    pub path: PathBuf,
+    /// Holds the mount point (and files kept beside it, e.g. a key).
+    pub dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    pub fn mount(test: &str) -> Option<SmallFs> {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+        if !root {
+            eprintln!("SKIP {test}: needs root to mount a small tmpfs");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fs");
+        std::fs::create_dir(&path).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+            .arg(&path)
+            .status();
+        if !mounted.is_ok_and(|s| s.success()) {
+            eprintln!("SKIP {test}: cannot mount tmpfs here");
+            return None;
+        }
+        Some(SmallFs { path, dir })
+    }
+
+    /// Fills the file system (appends fail once a file's last page is
+    /// full); remove the returned file to free the space.
+    pub fn fill(&self) -> PathBuf {
+        let filler = self.path.join("filler");
+        let _ = Command::new("dd")
+            .arg("if=/dev/zero")
+            .arg(format!("of={}", filler.display()))
+            .arg("bs=4k")
+            .output();
+        filler
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
+}
+
 /// A running `secureops proxy`, killed on drop.
 pub struct Proxy {
     pub child: Child,
