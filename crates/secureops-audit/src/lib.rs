@@ -49,13 +49,15 @@
 //!
 //! # Writing
 //!
-//! One thread owns the file (`O_APPEND`) and commits whatever is queued as
-//! one group: one timestamp, one `write`, with sign=batch one signature.
+//! A writer thread owns the file (`O_APPEND`) and commits whatever is queued
+//! as one group: one timestamp, one `write`, with sign=batch one signature.
 //! A caller that holds many decisions at once (the DNS sinkhole's read
 //! batch) may instead commit them as one group on its own thread while the
-//! writer is free ([`AuditLog::try_append_now`], fsync=batch only): the
-//! same group commit under the same lock, without the two thread wake-ups
-//! of a hand-off, which cost more than the group itself at low rates.
+//! writer thread is idle ([`AuditLog::try_append_now`], fsync=batch only,
+//! never a rotation): the same group commit under the same lock, without
+//! the two thread wake-ups of a hand-off, which cost more than the group
+//! itself at low rates. A panic while committing stops the log (every
+//! later append fails).
 //!
 //! With fsync=batch (the default) a request is answered once its line is
 //! written to the file: from then on a crash or kill of the guard cannot

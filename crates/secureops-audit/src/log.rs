@@ -133,14 +133,16 @@ impl AuditLog {
 
     /// Appends `findings` as one group on the calling thread, without a
     /// hand-off to the writer thread, if the writer is free right now;
-    /// `None` when it is busy (or fsync=always, whose syncs must not run on
-    /// the caller's thread): then nothing was written and the caller uses
-    /// [`AuditLog::append`]. One result per finding, as `append` gives.
+    /// `None` when it is busy, or when the group needs a sync on the way
+    /// (fsync=always, or a rotation may be due): then nothing was written
+    /// and the caller uses [`AuditLog::append`]. One result per finding, as
+    /// `append` gives.
     ///
-    /// It blocks for one group commit (encode, one signature, one `write`;
-    /// tens of microseconds), so it suits a caller that answers many
-    /// decisions at once and would otherwise wait for two thread
-    /// wake-ups: the DNS sinkhole's read batches.
+    /// It blocks for one group commit (encode, one signature, one `write`
+    /// into the page cache: tens of microseconds unless the file system
+    /// itself stalls), so it suits a caller that answers many decisions at
+    /// once and would otherwise wait for two thread wake-ups: the DNS
+    /// sinkhole's read batches.
     pub fn try_append_now(&self, findings: &[AuditFinding]) -> Option<Vec<Result<u64, AuditError>>> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Some(findings.iter().map(|_| Err(AuditError::Closed)).collect());

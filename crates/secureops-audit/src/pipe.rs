@@ -135,6 +135,12 @@ impl Pipe {
         Ok(())
     }
 
+    /// Marks a background sync as failed, as the syncer does.
+    #[cfg(test)]
+    pub(crate) fn poison(&self) {
+        self.lock().poisoned = true;
+    }
+
     /// Whether a background sync has failed (see the module docs).
     pub(crate) fn poisoned(&self) -> bool {
         self.lock().poisoned

@@ -150,12 +150,19 @@ fn too_large_finding_is_refused_alone() {
     verify(&[path], None, false).unwrap();
 }
 
+/// Called by [`Flaky::append`] after the bytes are in.
+type Hook = Arc<Mutex<Option<Box<dyn Fn() + Send>>>>;
+
 /// In-memory storage whose writes or syncs fail on demand.
 #[derive(Clone, Default)]
 struct Flaky {
     data: Arc<Mutex<Vec<u8>>>,
     fail_write: Arc<AtomicBool>,
     fail_sync: Arc<AtomicBool>,
+    panic_write: Arc<AtomicBool>,
+    after_append: Hook,
+    /// The thread of every rotation (which this storage refuses).
+    rotated_on: Arc<Mutex<Vec<String>>>,
     committed: u64,
 }
 
@@ -164,13 +171,19 @@ impl Storage for Flaky {
         self.committed
     }
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let mut data = self.data.lock().unwrap();
-        if self.fail_write.load(Ordering::SeqCst) {
-            // A partial write, as a full disk would leave it.
-            data.extend_from_slice(&bytes[..bytes.len() / 2]);
-            return Err(io::Error::other("disk full"));
+        assert!(!self.panic_write.load(Ordering::SeqCst), "injected panic");
+        {
+            let mut data = self.data.lock().unwrap();
+            if self.fail_write.load(Ordering::SeqCst) {
+                // A partial write, as a full disk would leave it.
+                data.extend_from_slice(&bytes[..bytes.len() / 2]);
+                return Err(io::Error::other("disk full"));
+            }
+            data.extend_from_slice(bytes);
         }
-        data.extend_from_slice(bytes);
+        if let Some(hook) = &*self.after_append.lock().unwrap() {
+            hook();
+        }
         Ok(())
     }
     fn sync(&mut self) -> io::Result<()> {
@@ -200,6 +213,8 @@ impl Storage for Flaky {
         }))
     }
     fn rotate(&mut self) -> io::Result<()> {
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_owned();
+        self.rotated_on.lock().unwrap().push(thread);
         Err(io::Error::other("no rotation in memory"))
     }
     fn path(&self) -> &Path {
@@ -208,11 +223,19 @@ impl Storage for Flaky {
 }
 
 fn flaky_writer(storage: Flaky, fsync: FsyncPolicy) -> Writer<Flaky> {
+    rotating_writer(storage, fsync, 0)
+}
+
+fn rotating_writer(storage: Flaky, fsync: FsyncPolicy, rotate_bytes: u64) -> Writer<Flaky> {
+    let config = AuditConfig {
+        rotate_bytes,
+        ..config(SignPolicy::Batch, fsync)
+    };
     Writer::new(
         storage,
         Encoder::new(key(), "test".to_owned()),
         ChainHead::GENESIS,
-        &config(SignPolicy::Batch, fsync),
+        &config,
         "start",
         None,
     )
@@ -402,35 +425,82 @@ async fn inline_groups_interleave_with_the_writer_thread_and_verify() {
     assert!(matches!(append_now(&log, &group)[..], [Err(AuditError::Closed), _, _]));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inline_groups_fail_and_leave_nothing_after_a_failed_sync() {
-    let storage = Flaky::default();
-    let log = AuditLog::spawn(flaky_writer(storage.clone(), FsyncPolicy::Batch)).unwrap();
-    storage.fail_sync.store(true, Ordering::SeqCst);
-    // The first group is written and answered; its background sync fails.
-    let mut ok = 0;
-    for i in 0..200 {
-        let results = append_now(&log, &[finding(i)]);
-        match &results[..] {
-            [Ok(_)] if ok == i => ok += 1,
-            [Ok(seq)] => panic!("seq {seq} answered after a failed sync"),
-            [Err(e)] => {
-                assert!(e.to_string().contains("sync"), "{e}");
-                break;
-            }
-            other => panic!("{} results for one finding", other.len()),
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    assert!((1..200).contains(&ok), "{ok} inline appends succeeded");
-    let lines = storage
+fn line_count(storage: &Flaky) -> usize {
+    storage
         .data
         .lock()
         .unwrap()
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
-        .count();
-    assert_eq!(lines, 1 + ok, "a refused group left lines behind");
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_groups_fail_and_leave_nothing_after_a_failed_sync() {
+    let storage = Flaky::default();
+    let log = AuditLog::spawn(flaky_writer(storage.clone(), FsyncPolicy::Batch)).unwrap();
+    storage.fail_sync.store(true, Ordering::SeqCst);
+    // The first groups are written and answered; once a background sync
+    // has failed, every group fails and leaves nothing behind.
+    let mut ok = 0;
+    while matches!(append_now(&log, &[finding(ok)])[..], [Ok(_)]) {
+        ok += 1;
+        assert!(ok < 200, "inline appends kept succeeding while every sync failed");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(ok >= 1);
+    storage.fail_sync.store(false, Ordering::SeqCst);
+    for i in 0..5 {
+        let results = append_now(&log, &[finding(1000 + i)]);
+        assert!(matches!(&results[..], [Err(e)] if e.to_string().contains("sync")));
+    }
+    assert_eq!(line_count(&storage), 1 + ok, "a refused group left lines behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_group_written_as_a_sync_fails_is_taken_back() {
+    let storage = Flaky::default();
+    let writer = flaky_writer(storage.clone(), FsyncPolicy::Batch);
+    let pipe = writer.pipe();
+    let log = AuditLog::spawn(writer).unwrap();
+    // The sync fails between this group's write and its hand-over.
+    *storage.after_append.lock().unwrap() = Some(Box::new(move || pipe.poison()));
+    let results = append_now(&log, &[finding(1), finding(2)]);
+    assert!(matches!(&results[..], [Err(_), Err(_)]), "{results:?}");
+    assert_eq!(line_count(&storage), 1, "only the start entry stays");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_groups_leave_rotation_to_the_writer_thread() {
+    let storage = Flaky::default();
+    let log = AuditLog::spawn(rotating_writer(storage.clone(), FsyncPolicy::Batch, 4096)).unwrap();
+    for i in 0..40 {
+        match log.try_append_now(&[finding(i)]) {
+            Some(results) => assert!(matches!(results[..], [Ok(_)])),
+            None => _ = log.append(finding(i)).await.unwrap(),
+        }
+    }
+    assert_eq!(*storage.rotated_on.lock().unwrap(), ["secureops-audit"]);
+    log.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_while_committing_stops_the_log() {
+    let storage = Flaky::default();
+    let log = AuditLog::spawn(flaky_writer(storage.clone(), FsyncPolicy::Batch)).unwrap();
+    assert_eq!(log.append(finding(0)).await.unwrap(), 1);
+    storage.panic_write.store(true, Ordering::SeqCst);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| append_now(&log, &[finding(1)])));
+    assert!(panicked.is_err());
+    storage.panic_write.store(false, Ordering::SeqCst);
+    // The chain head may be ahead of the file: nothing more is written.
+    assert!(matches!(
+        log.try_append_now(&[finding(2)]).as_deref(),
+        Some([Err(AuditError::WriterGone)])
+    ));
+    assert!(log.append(finding(3)).await.is_err());
+    assert!(log.close().await.is_err());
+    assert_eq!(line_count(&storage), 2);
 }
 
 #[tokio::test]

@@ -1,18 +1,22 @@
-//! The writer: one thread owns the file and commits requests in groups.
+//! The writer: the file and the chain live in one [`Writer`] behind a
+//! mutex, and whoever holds it commits requests in groups: the writer
+//! thread ([`run`]), or a caller with many decisions at hand while the
+//! thread is idle ([`Inline`], fsync=batch only).
 //!
-//! A group is whatever is queued when the thread wakes up (up to
-//! [`MAX_GROUP`]). It gets one timestamp and one `write` (fsync=batch), with
-//! sign=batch one signature on its last line. With fsync=batch the data sync
-//! and the answers happen on the syncer thread (see [`crate::pipe`]); with
-//! fsync=always each line is synced here before the next is written. A group
-//! either lands completely or not at all: on a failed write or sync the file
-//! is truncated back and every request of the group gets an error (its
-//! decision becomes a refusal).
+//! A group of the thread is whatever is queued when it wakes up (up to
+//! [`MAX_GROUP`]). A group gets one timestamp and one `write` (fsync=batch),
+//! with sign=batch one signature on its last line. With fsync=batch its
+//! requests are answered once it is written and the data sync happens on
+//! the syncer thread (see [`crate::pipe`]); with fsync=always each line is
+//! synced here before the next is written. A group either lands completely
+//! or not at all: on a failed write or sync the file is truncated back and
+//! every request of the group gets an error (its decision becomes a
+//! refusal).
 
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::{Arc, Mutex, TryLockError};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -153,18 +157,21 @@ impl<S: Storage> Writer<S> {
         close: bool,
         slots: &mut Vec<Slot>,
     ) -> io::Result<Option<u64>> {
-        let count = self.commit_inner(findings, close, slots, true)?;
+        let count = self.commit_inner(findings, close, slots, true, true)?;
         self.pipe.note_success();
         Ok(count)
     }
 
     /// Like [`Writer::commit`] but leaves the data sync (fsync=batch) to the
     /// syncer: the returned group goes to [`Pipe::push`].
+    /// `may_rotate`: whether a rotation due may happen here; if not, it
+    /// fails with [`io::ErrorKind::WouldBlock`] before writing anything.
     pub(crate) fn commit_pipelined(
         &mut self,
         findings: &[AuditFinding],
         close: bool,
         slots: &mut Vec<Slot>,
+        may_rotate: bool,
     ) -> io::Result<(Option<crate::storage::SyncFn>, Option<u64>)> {
         if self.pipe.poisoned() {
             // A background sync failed. Linux reports a writeback error
@@ -175,7 +182,7 @@ impl<S: Storage> Writer<S> {
             return Err(io::Error::other(SYNC_FAILED));
         }
         let before = self.mark();
-        let count = self.commit_inner(findings, close, slots, false)?;
+        let count = self.commit_inner(findings, close, slots, false, may_rotate)?;
         let sync = match self.fsync {
             FsyncPolicy::Batch => match self.storage.sync_handle() {
                 Ok(sync) => Some(sync),
@@ -222,7 +229,7 @@ impl<S: Storage> Writer<S> {
         };
         let path = self.path();
         let before = self.mark();
-        let result = self.commit_pipelined(findings, closing, slots);
+        let result = self.commit_pipelined(findings, closing, slots, true);
         findings.clear();
         match result {
             Ok((sync, count)) => {
@@ -337,6 +344,7 @@ impl<S: Storage> Writer<S> {
         close: bool,
         slots: &mut Vec<Slot>,
         sync_now: bool,
+        rotate_here: bool,
     ) -> io::Result<Option<u64>> {
         self.enc.stamp();
         let mut may_rotate = self.rotate_bytes > 0;
@@ -349,6 +357,13 @@ impl<S: Storage> Writer<S> {
                 && self.storage.committed_len() + self.buf.len() as u64 > self.rotate_bytes
             {
                 self.head = before;
+                if !rotate_here {
+                    slots.clear();
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        "rotation is the writer thread's",
+                    ));
+                }
                 may_rotate = false;
                 self.rotate()?;
                 continue; // rebuild, now headed by a `start`
@@ -515,8 +530,14 @@ impl<S: Storage> Inline for Mutex<Writer<S>> {
         let mut writer = match self.try_lock() {
             Ok(writer) => writer,
             Err(TryLockError::WouldBlock) => return None,
-            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            // A panic while committing may have left the chain head ahead
+            // of the file: nothing more can be written (fail-closed).
+            Err(TryLockError::Poisoned(_)) => {
+                return Some(findings.iter().map(|_| Err(AuditError::WriterGone)).collect());
+            }
         };
+        // fsync=always syncs every line, and a rotation syncs and renames:
+        // both are left to the writer thread, off the caller's thread.
         if writer.fsync != FsyncPolicy::Batch {
             return None;
         }
@@ -528,7 +549,8 @@ impl<S: Storage> Inline for Mutex<Writer<S>> {
         }
         let result = writer.commit_now(findings, &mut slots);
         Some(match result {
-            Ok(()) => slots
+            Ok(false) => return None,
+            Ok(true) => slots
                 .into_iter()
                 .map(|slot| match slot {
                     Slot::Seq(seq) => Ok(seq),
@@ -546,13 +568,18 @@ impl<S: Storage> Inline for Mutex<Writer<S>> {
 impl<S: Storage> Writer<S> {
     /// Writes `findings` as one group and hands it to the syncer
     /// (fsync=batch only): answered as soon as it is written, like a group
-    /// of the writer thread.
-    fn commit_now(&mut self, findings: &[AuditFinding], slots: &mut Vec<Slot>) -> io::Result<()> {
+    /// of the writer thread. `false` (nothing written) when the group would
+    /// rotate the file: a rotation syncs, so it is the writer thread's.
+    fn commit_now(&mut self, findings: &[AuditFinding], slots: &mut Vec<Slot>) -> io::Result<bool> {
         if findings.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let before = self.mark();
-        let (sync, _) = self.commit_pipelined(findings, false, slots)?;
+        let (sync, _) = match self.commit_pipelined(findings, false, slots, false) {
+            Ok(done) => done,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        };
         let written = Written {
             sync,
             replies: Vec::new(),
@@ -563,22 +590,17 @@ impl<S: Storage> Writer<S> {
             self.undo(before);
             return Err(io::Error::other(SYNC_FAILED));
         }
-        Ok(())
+        Ok(true)
     }
 }
 
-/// Locks the writer; a panic while it was held leaves plain data behind
-/// (every group either landed or was rolled back before the panic point).
-fn lock<S: Storage>(writer: &Mutex<Writer<S>>) -> MutexGuard<'_, Writer<S>> {
-    writer.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// The writer thread's loop: receive, group, write, hand to the syncer. Ends
-/// after a successful close, or when every handle is gone.
+/// after a successful close, when every handle is gone, or when a panic
+/// while committing (on any thread) poisoned the writer: its chain head may
+/// be ahead of the file, so nothing more is written (fail-closed).
 pub(crate) fn run<S: Storage>(writer: Arc<Mutex<Writer<S>>>, mut rx: mpsc::Receiver<Request>) {
-    let (pipe, path) = {
-        let w = lock(&writer);
-        (w.pipe(), w.path())
+    let Ok((pipe, path)) = writer.lock().map(|w| (w.pipe(), w.path())) else {
+        return;
     };
     let mut findings: Vec<AuditFinding> = Vec::with_capacity(MAX_GROUP);
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_GROUP);
@@ -600,7 +622,15 @@ pub(crate) fn run<S: Storage>(writer: Arc<Mutex<Writer<S>>>, mut rx: mpsc::Recei
                 next = rx.try_recv().ok();
             }
         }
-        if lock(&writer).commit_group(&mut findings, &mut replies, &mut slots, close) {
+        let Ok(mut w) = writer.lock() else {
+            tracing::error!(path = %path.display(), "audit writer panicked; decisions are refused until restart");
+            for reply in replies.drain(..).chain(close) {
+                let _ = reply.send(Err(AuditError::WriterGone));
+            }
+            pipe.shutdown();
+            return;
+        };
+        if w.commit_group(&mut findings, &mut replies, &mut slots, close) {
             pipe.shutdown();
             return;
         }

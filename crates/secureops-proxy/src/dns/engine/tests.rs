@@ -513,3 +513,66 @@ fn the_sinkhole_is_never_its_own_upstream() {
     assert!(!is_self(at("127.0.0.53:53"), at("127.0.0.1:5354")));
     assert!(!is_self(at("10.0.0.1:53"), at("127.0.0.1:53")));
 }
+
+#[tokio::test]
+async fn local_answers_are_prepared_at_once_and_recorded_as_one_group() {
+    let upstream_ip = Ipv4Addr::new(93, 184, 215, 14);
+    let stub = Stub::start(move |q, _| Some(reply(q, vec![a_record(q, upstream_ip, 300)]))).await;
+    let f = fixture(vec![stub.addr], |_| {});
+    let bytes = |name: &str| query(name, RecordType::A).to_vec().unwrap();
+    let prepare = |name: &str| f.engine.prepare(&bytes(name), CLIENT, Transport::Udp);
+    // The client's process is not known yet: that takes a lookup.
+    assert!(matches!(prepare("x.denied.test."), Prepared::Async(_)));
+    f.engine.answer(&bytes("x.denied.test."), CLIENT, Transport::Udp).await;
+    // An allowed name not in the cache needs the upstream.
+    assert!(matches!(prepare("www.allowed.test."), Prepared::Async(_)));
+    f.engine
+        .answer(&bytes("www.allowed.test."), CLIENT, Transport::Udp)
+        .await;
+    // Denied, static and cached: decided here.
+    let names = ["y.denied.test.", "static.test.", "www.allowed.test."];
+    let (mut findings, mut answers) = (Vec::new(), Vec::new());
+    for name in names {
+        let Prepared::Local(finding, answer) = prepare(name) else {
+            panic!("{name} was not answered locally");
+        };
+        findings.push(finding);
+        answers.push(answer);
+    }
+    let recorded = loop {
+        if let Some(recorded) = f.engine.record_now(&findings) {
+            break recorded;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    assert_eq!(recorded, [true, true, true]);
+    let replies: Vec<Message> = answers
+        .into_iter()
+        .map(|a| Message::from_vec(&a.into_bytes(true)).unwrap())
+        .collect();
+    assert_eq!(replies[0].metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(replies[1].answers[0].data, RData::A(A(Ipv4Addr::LOCALHOST)));
+    assert_eq!(replies[2].answers[0].data, RData::A(A(upstream_ip)));
+    assert_eq!(stub.queries(), 1);
+    // One group: three entries, one signature on the last.
+    let entries = f.entries();
+    let group = &entries[entries.len() - 3..];
+    let decisions: Vec<&str> = group.iter().map(|e| e["decision"].as_str().unwrap()).collect();
+    assert_eq!(decisions, ["deny", "allow", "allow"]);
+    let signed: Vec<bool> = group.iter().map(|e| !e["sig"].is_null()).collect();
+    assert_eq!(signed, [false, false, true]);
+    assert!(group.iter().all(|e| e["pid"] == 4242));
+    // Not recorded: an allowed answer becomes REFUSED, a denial stays.
+    let refused = |name: &str| match prepare(name) {
+        Prepared::Local(_, answer) => {
+            Message::from_vec(&answer.into_bytes(false))
+                .unwrap()
+                .metadata
+                .response_code
+        }
+        _ => panic!("{name} was not answered locally"),
+    };
+    assert_eq!(refused("static.test."), ResponseCode::Refused);
+    assert_eq!(refused("www.allowed.test."), ResponseCode::Refused);
+    assert_eq!(refused("z.denied.test."), ResponseCode::NXDomain);
+}
