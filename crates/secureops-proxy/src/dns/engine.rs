@@ -132,17 +132,18 @@ struct Summary {
 pub(crate) struct Answer {
     /// Sent once the entry is in the log.
     reply: Vec<u8>,
-    /// Sent instead when it is not, for an allowed answer (REFUSED:
-    /// nothing let through goes unrecorded); `None` sends `reply` anyway
-    /// (a refusal tells the client nothing).
-    unrecorded: Option<Vec<u8>>,
+    /// For an allowed answer, the query and size limit to answer REFUSED
+    /// with when the entry is not in the log (nothing let through goes
+    /// unrecorded); built only then. `None` sends `reply` anyway (a refusal
+    /// tells the client nothing).
+    unrecorded: Option<(Box<Query>, u16)>,
 }
 
 impl Answer {
     /// The bytes for the client, given whether the entry is in the log.
     pub(crate) fn into_bytes(self, recorded: bool) -> Vec<u8> {
         match self.unrecorded {
-            Some(refused) if !recorded => refused,
+            Some((q, limit)) if !recorded => encode(&response(&q, ResponseCode::Refused), limit),
             _ => self.reply,
         }
     }
@@ -265,7 +266,7 @@ impl Engine {
         };
         match self.resolve_local(&q) {
             Ok((outcome, reply)) => {
-                let (finding, answer) = self.finish(&q, &outcome, reply, who, peer, transport);
+                let (finding, answer) = self.finish(q, &outcome, reply, who, peer, transport);
                 Prepared::Local(finding, answer)
             }
             Err(_) => Prepared::Async(Box::new(Parsed::Query(q))),
@@ -309,7 +310,7 @@ impl Engine {
             self.resolve(&q, bytes),
             self.attribution.lookup(transport, peer, self.local)
         );
-        let (finding, answer) = self.finish(&q, &outcome, reply, who, peer, transport);
+        let (finding, answer) = self.finish(q, &outcome, reply, who, peer, transport);
         let recorded = self.record(finding).await;
         Some(answer.into_bytes(recorded))
     }
@@ -317,7 +318,7 @@ impl Engine {
     /// The entry and the answers of a decided query.
     fn finish(
         &self,
-        q: &Query,
+        q: Box<Query>,
         outcome: &Outcome,
         reply: Reply,
         who: Option<(u32, Option<String>)>,
@@ -340,13 +341,11 @@ impl Engine {
             detail.push_str(q.qname.to_ascii().trim_end_matches('.'));
         }
         f.qtype = Some(q.qtype.to_string());
-        // Nothing let through goes unrecorded.
-        let unrecorded =
-            (outcome.verdict() == Verdict::Allow).then(|| encode(&response(q, ResponseCode::Refused), limit));
         let reply = match reply {
             Reply::Message(m) => encode(&m, limit),
             Reply::Raw(raw, m) => fit(raw, &m, limit),
         };
+        let unrecorded = (outcome.verdict() == Verdict::Allow).then_some((q, limit));
         (f, Answer { reply, unrecorded })
     }
 
