@@ -86,6 +86,8 @@ fn run_weak(loaded: &crate::config::Loaded, audit: Option<&Path>, cmd: &[String]
         child.args(args);
         crate::confine::proxy_env(child.as_std_mut(), &url);
         let mut child = child.spawn().with_context(|| format!("cannot start {program:?}"))?;
+        // Only now: the command keeps the open-file limit it was given.
+        crate::serve::raise_fd_limit(loaded.proxy_config().max_connections);
         let pid = child.id().unwrap_or(0);
         let status = loop {
             tokio::select! {

@@ -119,6 +119,8 @@ impl Guard {
         listeners: crate::confine::Listeners,
         attribution: secureops_proxy::attribution::ProcNet,
     ) -> anyhow::Result<Self> {
+        // The command is already started (in its namespace).
+        raise_fd_limit(loaded.proxy_config().max_connections);
         let attribution = attribution.with_diag(secureops_proxy::sockdiag::SockDiag::from_fd(listeners.diag));
         // The confined command's own namespace may not answer escalations.
         let netns = attribution.netns();
@@ -198,7 +200,11 @@ fn open_audit(loaded: &Loaded, audit_path: Option<&Path>) -> anyhow::Result<Audi
 /// tunnel holds two sockets (and two pipes while bulk data moves), so the
 /// usual soft default of 1024 would cap `max_connections` far below its
 /// default. Warns when even the hard limit is short.
-fn raise_fd_limit(max_connections: usize) {
+///
+/// Called once the command of `secureops run` (if any) is started: it
+/// keeps the limit it was given, since a raised soft limit breaks programs
+/// that still use `select()`, which cannot watch descriptors past 1023.
+pub(crate) fn raise_fd_limit(max_connections: usize) {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let cur = getrlimit(Resource::Nofile);
     if cur.current != cur.maximum {
@@ -241,7 +247,6 @@ fn shared(
     attribution: Option<secureops_proxy::attribution::ProcNet>,
     agent_netns: Option<std::path::PathBuf>,
 ) -> anyhow::Result<(Arc<ProxyContext>, AuditLog, Option<crate::escalate_cmd::Control>)> {
-    raise_fd_limit(config.max_connections);
     let audit = open_audit(loaded, audit_path)?;
     let resolver = Resolver::new(
         loaded.hosts.clone(),
@@ -321,6 +326,7 @@ pub fn proxy(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        raise_fd_limit(loaded.proxy_config().max_connections);
         let guard = Guard::start(&loaded, None, None).await?;
         println!("listening proxy={}", guard.addr);
         if let Some(dns) = guard.dns {

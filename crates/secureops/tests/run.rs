@@ -573,3 +573,44 @@ fn read_line(child: &mut Child) -> String {
 fn wait_for_line(child: &mut Child, want: &str) {
     assert_eq!(read_line(child), want);
 }
+
+/// `name` on this test's `PATH`.
+fn which(name: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| panic!("{name} not found on PATH"))
+}
+
+#[test]
+fn a_weak_run_leaves_the_command_its_open_file_limit() {
+    // With nothing on PATH, `unshare` cannot be found: confinement fails
+    // and --weak runs the command proxy-only. The guard raises its own soft
+    // open-file limit to the hard one; the command must keep the one it was
+    // given (programs using select() break past 1023).
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(which("prlimit"))
+        .arg("--nofile=256:4096")
+        .arg("--")
+        .arg(support::bin())
+        .args(["run", "--weak", "--audit"])
+        .arg(dir.path().join("audit.jsonl"))
+        .args(["--", "/bin/sh", "-c", "ulimit -n; echo \"$HTTPS_PROXY\"; exit 5"])
+        .env("PATH", dir.path())
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stdout}{stderr}");
+    assert!(stderr.contains("running proxy-only (--weak)"), "{stderr}");
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("256"), "{stdout}{stderr}");
+    assert!(
+        lines.next().is_some_and(|url| url.starts_with("http://127.0.0.1:")),
+        "{stdout}"
+    );
+}
