@@ -31,6 +31,12 @@ use crate::storage::Storage;
 /// Why nothing more is written after a failed background sync.
 const SYNC_FAILED: &str = "a background sync of the audit log failed; decisions are refused until the guard restarts";
 
+/// A group would rotate the file where rotating is not allowed (a caller's
+/// thread): nothing was written.
+#[derive(Debug, thiserror::Error)]
+#[error("the audit log is due to rotate; left to the writer thread")]
+pub(crate) struct RotationDue;
+
 /// Most requests committed as one group.
 pub(crate) const MAX_GROUP: usize = 1024;
 
@@ -165,7 +171,7 @@ impl<S: Storage> Writer<S> {
     /// Like [`Writer::commit`] but leaves the data sync (fsync=batch) to the
     /// syncer: the returned group goes to [`Pipe::push`].
     /// `may_rotate`: whether a rotation due may happen here; if not, it
-    /// fails with [`io::ErrorKind::WouldBlock`] before writing anything.
+    /// fails with [`RotationDue`] before writing anything.
     pub(crate) fn commit_pipelined(
         &mut self,
         findings: &[AuditFinding],
@@ -359,10 +365,7 @@ impl<S: Storage> Writer<S> {
                 self.head = before;
                 if !rotate_here {
                     slots.clear();
-                    return Err(io::Error::new(
-                        io::ErrorKind::WouldBlock,
-                        "rotation is the writer thread's",
-                    ));
+                    return Err(io::Error::other(RotationDue));
                 }
                 may_rotate = false;
                 self.rotate()?;
@@ -577,7 +580,7 @@ impl<S: Storage> Writer<S> {
         let before = self.mark();
         let (sync, _) = match self.commit_pipelined(findings, false, slots, false) {
             Ok(done) => done,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.get_ref().is_some_and(|e| e.is::<RotationDue>()) => return Ok(false),
             Err(e) => return Err(e),
         };
         let written = Written {

@@ -222,16 +222,7 @@ fn run(config: &Path, log: &Path, script: &str) -> Output {
         .arg("--audit")
         .arg(log)
         .args(["--", "sh", "-c", script]);
-    for v in [
-        "HTTPS_PROXY",
-        "HTTP_PROXY",
-        "ALL_PROXY",
-        "https_proxy",
-        "http_proxy",
-        "all_proxy",
-        "NO_PROXY",
-        "no_proxy",
-    ] {
+    for v in support::PROXY_VARS {
         c.env_remove(v);
     }
     c.output().unwrap()
@@ -590,15 +581,19 @@ fn a_weak_run_leaves_the_command_its_open_file_limit() {
     // With nothing on PATH, `unshare` cannot be found: confinement fails
     // and --weak runs the command proxy-only. The guard raises its own soft
     // open-file limit to the hard one; the command must keep the one it was
-    // given (programs using select() break past 1023).
+    // given (programs using select() break past 1023). Shell builtins only:
+    // the command's own limit, then its parent's (the guard's).
     let dir = tempfile::tempdir().unwrap();
+    let script = r#"ulimit -n; echo "$HTTPS_PROXY"
+        while read -r line; do case $line in "Max open files"*) echo "$line";; esac; done < /proc/$PPID/limits
+        exit 5"#;
     let out = Command::new(which("prlimit"))
-        .arg("--nofile=256:4096")
+        .arg("--nofile=256:")
         .arg("--")
         .arg(support::bin())
         .args(["run", "--weak", "--audit"])
         .arg(dir.path().join("audit.jsonl"))
-        .args(["--", "/bin/sh", "-c", "ulimit -n; echo \"$HTTPS_PROXY\"; exit 5"])
+        .args(["--", "/bin/sh", "-c", script])
         .env("PATH", dir.path())
         .current_dir(dir.path())
         .output()
@@ -607,10 +602,13 @@ fn a_weak_run_leaves_the_command_its_open_file_limit() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "{stdout}{stderr}");
     assert!(stderr.contains("running proxy-only (--weak)"), "{stderr}");
-    let mut lines = stdout.lines();
-    assert_eq!(lines.next(), Some("256"), "{stdout}{stderr}");
-    assert!(
-        lines.next().is_some_and(|url| url.starts_with("http://127.0.0.1:")),
-        "{stdout}"
-    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}{stderr}");
+    assert_eq!(lines[0], "256", "the command's soft limit changed");
+    assert!(lines[1].starts_with("http://127.0.0.1:"), "{stdout}");
+    // The guard itself did raise its soft limit to the hard one.
+    let guard: Vec<&str> = lines[2].split_whitespace().skip(3).take(2).collect();
+    assert_eq!(guard.len(), 2, "{}", lines[2]);
+    assert_ne!(guard[0], "256", "{}", lines[2]);
+    assert_eq!(guard[0], guard[1], "guard's soft limit not raised: {}", lines[2]);
 }

@@ -479,9 +479,18 @@ impl Engine {
     /// Appends the entries of [`Prepared::Local`] answers as one group on this thread
     /// when the log's writer is free (see [`AuditLog::try_append_now`]):
     /// whether each is in the log, or `None` to use [`Engine::record`].
+    ///
+    /// A panic in the commit (a bug; the log then refuses everything) must
+    /// not take the UDP reader down with it: it counts as not recorded.
     pub(crate) fn record_now(&self, findings: &[AuditFinding]) -> Option<Vec<bool>> {
-        let results = self.audit.try_append_now(findings)?;
-        let recorded: Vec<bool> = results.iter().map(Result::is_ok).collect();
+        let appended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.audit.try_append_now(findings)));
+        let recorded: Vec<bool> = match appended {
+            Ok(results) => results?.iter().map(Result::is_ok).collect(),
+            Err(_) => {
+                tracing::error!("audit append panicked; answering as unrecorded");
+                vec![false; findings.len()]
+            }
+        };
         self.audit_down.store(recorded.contains(&false), Ordering::Relaxed);
         Some(recorded)
     }

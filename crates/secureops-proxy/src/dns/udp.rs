@@ -9,6 +9,11 @@
 //! and one wake-up. The per-client rate limit is checked before any
 //! decoding; beyond `max_in_flight` queries the task stops reading (the
 //! kernel queues, then drops).
+//!
+//! Writing on the reader's thread means a file system that stalls a
+//! `write` stalls this reader too (no answers meanwhile, which is
+//! fail-closed) instead of turning answers into REFUSED after the audit
+//! timeout; a log that fails answers at once either way.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

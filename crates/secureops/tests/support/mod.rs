@@ -479,20 +479,24 @@ pub fn curl_command<S: AsRef<std::ffi::OsStr>>(proxy_url: &str, args: &[S]) -> C
         "\nSTATUS=%{http_code} %{http_connect}",
     ])
     .args(args);
-    for var in [
-        "HTTPS_PROXY",
-        "HTTP_PROXY",
-        "ALL_PROXY",
-        "https_proxy",
-        "http_proxy",
-        "all_proxy",
-        "NO_PROXY",
-        "no_proxy",
-    ] {
+    for var in PROXY_VARS {
         c.env_remove(var);
     }
     c
 }
+
+/// The proxy variables clients read; tests unset them where only their own
+/// settings may count.
+pub const PROXY_VARS: [&str; 8] = [
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "ALL_PROXY",
+    "https_proxy",
+    "http_proxy",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
 
 /// (HTTP status, body) of a [`curl_command`] run; `http_code` is 0 when a
 /// CONNECT was refused, and then `http_connect` has it.
