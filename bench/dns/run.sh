@@ -18,6 +18,11 @@
 #   latency     dnsperf at a fixed RATE queries/s for DURATION s, every
 #               query's latency recorded (-v): p50 and p99
 #
+# With LOGGED=1 (the default) dnsmasq also runs a second time with its
+# query log on (log-queries to a file): not a target, a reference
+# for what writing one line per query costs a server that does not sign or
+# wait for it.
+#
 # With SHM=1 (the default) a third server runs: secureops with its audit
 # log on tmpfs (/dev/shm), where fdatasync costs nothing. It is not a
 # configuration to deploy; it separates what the disk sync costs from what
@@ -42,6 +47,7 @@ OUTSTANDING=${OUTSTANDING:-100}
 RATE=${RATE:-10000}
 NAMES=${NAMES:-1000}
 SHM=${SHM:-1}
+LOGGED=${LOGGED:-1}
 
 scripts/deps.sh tools dnsperf=dnsperf dnsmasq=dnsmasq dig=dnsutils
 
@@ -66,6 +72,7 @@ UP_ADDR=127.0.0.3 UP_PORT=5399      # fake upstream (authoritative dnsmasq)
 SO_ADDR=127.0.0.4 SO_PORT=5353      # secureops
 DM_ADDR=127.0.0.5 DM_PORT=5353      # dnsmasq as a sinkhole
 SH_ADDR=127.0.0.6 SH_PORT=5353      # secureops, audit log on tmpfs (SHM=1)
+DL_ADDR=127.0.0.7 DL_PORT=5353      # dnsmasq with its query log (LOGGED=1)
 
 # --- names --------------------------------------------------------------
 : >"$work/denied.txt" >"$work/static.txt" >"$work/cached.txt" >"$work/static.hosts"
@@ -110,6 +117,16 @@ cache-size=10000
 local-ttl=60
 CONF
 dnsmasq -k -C "$work/dnsmasq.conf" --pid-file="$work/dnsmasq.pid" 2>"$work/dnsmasq.log" &
+if [ "$LOGGED" = 1 ]; then
+  # The same sinkhole, logging every query and answer to a file.
+  sed -e "s/^listen-address=.*/listen-address=$DL_ADDR/" -e "s/^port=.*/port=$DL_PORT/" \
+    "$work/dnsmasq.conf" >"$work/dnsmasq-log.conf"
+  printf 'log-queries\nlog-facility=%s\n' "$work/dnsmasq-queries.log" >>"$work/dnsmasq-log.conf"
+  : >"$work/dnsmasq-queries.log"
+  chmod 666 "$work/dnsmasq-queries.log"
+  dnsmasq -k -C "$work/dnsmasq-log.conf" --pid-file="$work/dnsmasq-log.pid" 2>"$work/dnsmasq-log.log" &
+  pids+=($!)
+fi
 pids+=($!)
 
 # --- secureops -----------------------------------------------------------
@@ -144,9 +161,11 @@ if [ -n "$shm" ]; then
   start_secureops secureops-shm "$SH_ADDR" "$SH_PORT" "$shm"
   all="dnsmasq secureops secureops-shm"
 fi
+if [ "$LOGGED" = 1 ]; then all="$all dnsmasq-log"; fi
 addr_of() {
   case $1 in
     dnsmasq) echo "$DM_ADDR $DM_PORT" ;;
+    dnsmasq-log) echo "$DL_ADDR $DL_PORT" ;;
     secureops) echo "$SO_ADDR $SO_PORT" ;;
     secureops-shm) echo "$SH_ADDR $SH_PORT" ;;
   esac
@@ -211,6 +230,8 @@ for round in $(seq "$ROUNDS"); do
       read -r qps avg lost1 < <(throughput "$addr" "$port" "$work/$case.txt")
       read -r p50 p99 lost2 < <(latency "$addr" "$port" "$work/$case.txt")
       echo "$case $server $qps $avg $lost1 $p50 $p99 $lost2" | tee -a "$results" >&2
+      # Millions of query log lines per measurement: keep the disk free.
+      [ "$server" != dnsmasq-log ] || : >"$work/dnsmasq-queries.log"
     done
   done
 done
