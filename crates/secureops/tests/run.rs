@@ -582,10 +582,18 @@ fn a_weak_run_leaves_the_command_its_open_file_limit() {
     // and --weak runs the command proxy-only. The guard raises its own soft
     // open-file limit to the hard one; the command must keep the one it was
     // given (programs using select() break past 1023). Shell builtins only:
-    // the command's own limit, then its parent's (the guard's).
+    // the command's own limit, then its parent's (the guard's), which the
+    // guard raises right after starting the command: polled, bounded.
     let dir = tempfile::tempdir().unwrap();
     let script = r#"ulimit -n; echo "$HTTPS_PROXY"
-        while read -r line; do case $line in "Max open files"*) echo "$line";; esac; done < /proc/$PPID/limits
+        i=0
+        while [ $i -lt 20000 ]; do
+          while read -r line; do case $line in "Max open files"*) l=$line;; esac; done < /proc/$PPID/limits
+          set -- $l
+          [ "$4" != 256 ] && break
+          i=$((i + 1))
+        done
+        echo "$l"
         exit 5"#;
     let out = Command::new(which("prlimit"))
         .arg("--nofile=256:")
