@@ -524,6 +524,13 @@ async fn local_answers_are_prepared_at_once_and_recorded_as_one_group() {
     // The client's process is not known yet: that takes a lookup.
     assert!(matches!(prepare("x.denied.test."), Prepared::Async(_)));
     f.engine.answer(&bytes("x.denied.test."), CLIENT, Transport::Udp).await;
+    // The lookup lands in the cache from the blocking pool: give it time.
+    for _ in 0..200 {
+        if matches!(prepare("x.denied.test."), Prepared::Local(..)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // An allowed name not in the cache needs the upstream.
     assert!(matches!(prepare("www.allowed.test."), Prepared::Async(_)));
     f.engine
