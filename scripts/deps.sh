@@ -21,6 +21,7 @@ if [ "${1:-run}" = test ]; then
   want openssl openssl
   want mount mount
   want dig dnsutils
+  want ss iproute2
   want python3 python3
   want node nodejs
 fi

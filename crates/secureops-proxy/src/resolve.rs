@@ -140,7 +140,7 @@ pub async fn connect(addrs: &[SocketAddr], timeout: Duration, label: &str) -> Re
     let attempt = async {
         let mut last = None;
         for addr in addrs {
-            match TcpStream::connect(addr).await {
+            match crate::local_hop::connect(*addr).await {
                 Ok(s) => {
                     let _ = s.set_nodelay(true);
                     return Ok(s);

@@ -14,6 +14,7 @@ use crate::conn::{Conn, ReadHeadError};
 use crate::context::ProxyContext;
 use crate::decision::FailMode;
 use crate::http::{self, Mode, Next};
+use crate::local_hop;
 use crate::peek::http_head::{HeadError, parse_request};
 use crate::refusal::Refusal;
 use crate::transparent::handle_transparent;
@@ -36,6 +37,7 @@ impl EgressProxy {
     /// Binds the explicit listener (`config.listen`).
     pub async fn bind(ctx: Arc<ProxyContext>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(ctx.config.listen).await?;
+        local_hop::unpace_listener(&listener, listener.local_addr());
         Ok(Self {
             listener,
             ctx,
@@ -51,6 +53,7 @@ impl EgressProxy {
         transparent: bool,
     ) -> std::io::Result<Self> {
         listener.set_nonblocking(true)?;
+        local_hop::unpace_listener(&listener, listener.local_addr());
         Ok(Self {
             listener: TcpListener::from_std(listener)?,
             ctx,

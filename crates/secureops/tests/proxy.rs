@@ -265,6 +265,63 @@ fn server_speaks_first_through_an_allowed_tunnel() {
     assert_eq!(proxy.wait_decisions(1)[0]["decision"], "allow");
 }
 
+/// The congestion control `ss -tin` shows for the established sockets
+/// matching `filter` (one per socket).
+fn congestion_controls(filter: &str) -> Vec<String> {
+    let out = Command::new("ss")
+        .args(["-tinH", "state", "established", filter])
+        .output()
+        .expect("ss (iproute2) runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let known = ["bbr", "cubic", "reno"];
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter(|w| known.contains(w))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_proxys_loopback_hops_are_not_paced() {
+    // Both of the proxy's sockets of a tunnel to a loopback upstream: the
+    // accepted client socket and its own upstream socket.
+    let default = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").unwrap();
+    let expected: &[&str] = match default.trim() {
+        "bbr" => &["cubic", "reno"],
+        other => &[other],
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let upstream = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap();
+        s.write_all(&buf[..n]).unwrap();
+        // Held open until the test has looked.
+        let _ = s.read(&mut buf);
+    });
+    let proxy = Proxy::start(&config(""));
+    let mut s = TcpStream::connect(proxy.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(format!("CONNECT allowed.test:{port} HTTP/1.1\r\n\r\nping").as_bytes())
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !got.ends_with(b"ping") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let accepted = congestion_controls(&format!("sport = :{}", proxy.addr.port()));
+    let outbound = congestion_controls(&format!("dport = :{port}"));
+    assert_eq!((accepted.len(), outbound.len()), (1, 1), "{accepted:?} {outbound:?}");
+    for cc in accepted.iter().chain(&outbound) {
+        assert!(expected.contains(&cc.as_str()), "{cc}: expected one of {expected:?}");
+    }
+    drop(s);
+    upstream.join().unwrap();
+}
+
 #[test]
 fn allowed_name_resolving_to_loopback_is_refused_unless_listed() {
     let canary = Canary::start();
