@@ -178,9 +178,29 @@ pub async fn http_get(ctx: &Arc<Ctx>, targets: &[Arc<Target>], s: &Settings) -> 
     rows
 }
 
-/// Bulk upload through `streams` tunnels at once, byte counts checked.
-pub async fn bulk(ctx: &Arc<Ctx>, targets: &[Arc<Target>], s: &Settings, streams: usize) -> Vec<Row> {
-    let case = if streams == 1 { "bulk_1" } else { "bulk_8" };
+/// Which way the bytes of a bulk case go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Client to upstream (the sink).
+    Up,
+    /// Upstream (the streaming source) to client.
+    Down,
+}
+
+/// Bulk transfer through `streams` tunnels at once, byte counts checked.
+pub async fn bulk(
+    ctx: &Arc<Ctx>,
+    targets: &[Arc<Target>],
+    s: &Settings,
+    streams: usize,
+    direction: Direction,
+) -> Vec<Row> {
+    let case = match (direction, streams) {
+        (Direction::Up, 1) => "bulk_1",
+        (Direction::Up, _) => "bulk_8",
+        (Direction::Down, 1) => "bulk_down_1",
+        (Direction::Down, _) => "bulk_down_8",
+    };
     let mut rows = Vec::new();
     for t in targets {
         progress(case, &t.name);
@@ -195,7 +215,13 @@ pub async fn bulk(ctx: &Arc<Ctx>, targets: &[Arc<Target>], s: &Settings, streams
                     let mut tally = Tally::default();
                     let mut lost = 0;
                     let started = Instant::now();
-                    let result = match tokio::time::timeout(limit, client::bulk_once(ctx, t, until, &mut lost)).await {
+                    let once = async {
+                        match direction {
+                            Direction::Up => client::bulk_once(ctx, t, until, &mut lost).await,
+                            Direction::Down => client::download_once(ctx, t, until, &mut lost).await,
+                        }
+                    };
+                    let result = match tokio::time::timeout(limit, once).await {
                         Ok(r) => r,
                         Err(_) => Err(anyhow::anyhow!("stream not done within {limit:?}")),
                     };

@@ -283,6 +283,44 @@ pub async fn bulk_once(
     Ok(sent)
 }
 
+/// Bulk download: the source streams 64 KiB blocks until `until`, then
+/// their byte count; every byte must arrive. Returns the bytes received;
+/// `lost` gets what the source sent and did not arrive.
+pub async fn download_once(
+    ctx: Arc<Ctx>,
+    target: Arc<Target>,
+    until: tokio::time::Instant,
+    lost: &mut u64,
+) -> anyhow::Result<u64> {
+    let mut c = open(&ctx, &target, Up::Source).await?;
+    let ms = until.saturating_duration_since(tokio::time::Instant::now()).as_millis();
+    c.stream.write_all(format!("for {ms}\n").as_bytes()).await?;
+    // Everything is body but the last 8 bytes (the count).
+    let mut total = c.buf.len() as u64;
+    let mut tail = std::mem::take(&mut c.buf);
+    let mut chunk = vec![0u8; BLOCK];
+    loop {
+        let n = c.stream.read(&mut chunk).await.context("download")?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        tail.extend_from_slice(&chunk[..n]);
+        if tail.len() > 8 {
+            tail.drain(..tail.len() - 8);
+        }
+    }
+    let Ok(count) = <[u8; 8]>::try_from(tail.as_slice()) else {
+        bail!("download ended after {total} bytes, without its count");
+    };
+    let (sent, got) = (u64::from_be_bytes(count), total - 8);
+    if got != sent {
+        *lost += sent.saturating_sub(got);
+        bail!("source sent {sent} bytes, {got} arrived");
+    }
+    Ok(got)
+}
+
 /// Half-close: ask the source for `n` bytes, shut down our sending side,
 /// read to end of stream; every byte must arrive, in order. Returns the
 /// bytes received; `lost` gets the missing ones.

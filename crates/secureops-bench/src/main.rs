@@ -29,7 +29,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 
-use crate::cases::{DnsTarget, Settings};
+use crate::cases::{Direction, DnsTarget, Settings};
 use crate::client::{Ctx, Naming, Target};
 use crate::proxy::{AuditSpec, Secureops};
 use crate::report::Row;
@@ -44,7 +44,7 @@ enum Case {
     Denied,
     /// Keep-alive absolute-form GETs: requests/s and latency.
     Http,
-    /// Upload through 1 and 8 tunnels: MB/s, byte counts checked.
+    /// Upload, then download, through 1 and 8 tunnels: MB/s, byte counts checked.
     Bulk,
     /// Half-closed clients still receive every byte.
     HalfClose,
@@ -417,8 +417,15 @@ async fn bench(args: Args, s: Settings, bin: PathBuf) -> anyhow::Result<bool> {
             Case::Denied => emit(cases::denied(&ctx, &targets, &s).await, "direct", &mut sink)?,
             Case::Http => emit(cases::http_get(&ctx, &targets, &s).await, "direct", &mut sink)?,
             Case::Bulk => {
-                emit(cases::bulk(&ctx, &targets, &s, 1).await, "direct", &mut sink)?;
-                emit(cases::bulk(&ctx, &targets, &s, 8).await, "direct", &mut sink)?;
+                for direction in [Direction::Up, Direction::Down] {
+                    for streams in [1, 8] {
+                        emit(
+                            cases::bulk(&ctx, &targets, &s, streams, direction).await,
+                            "direct",
+                            &mut sink,
+                        )?;
+                    }
+                }
             }
             Case::HalfClose => emit(cases::half_close(&ctx, &targets, &s).await, "direct", &mut sink)?,
             Case::Flood => {

@@ -5,6 +5,7 @@
 //! | echo | every byte back; end of stream carried back |
 //! | sink | 64 KiB blocks; a block starting with 0xFF is the last one, answered with the byte count (u64, big-endian) |
 //! | source | reads `N\n`, then waits for the client's end of stream (half-close), then sends N bytes and closes |
+//! | source, streaming | reads `for MS\n`, sends 64 KiB blocks for MS milliseconds, then the byte count (u64, big-endian), and closes |
 //! | web | HTTP/1.1 keep-alive, 64-byte body for every GET; `CONNECT` is answered 403 (the direct path's refusal) |
 //! | idle echo | the echo, in a child process (`--serve-echo`), for the idle tunnels |
 //! | dns | UDP, authoritative: `*.cached.bench` and `*.static.bench` A 1.2.3.4, everything else NXDOMAIN |
@@ -133,10 +134,11 @@ async fn source(mut s: TcpStream) -> std::io::Result<()> {
             return Ok(());
         }
     }
-    let Some(n) = std::str::from_utf8(&line)
-        .ok()
-        .and_then(|l| l.trim().parse::<u64>().ok())
-    else {
+    let line = String::from_utf8_lossy(&line);
+    if let Some(ms) = line.trim().strip_prefix("for ").and_then(|ms| ms.parse::<u64>().ok()) {
+        return stream_for(s, Duration::from_millis(ms)).await;
+    }
+    let Ok(n) = line.trim().parse::<u64>() else {
         return Ok(());
     };
     // Only once the client's end of stream has come through: the answer is
@@ -155,6 +157,19 @@ async fn source(mut s: TcpStream) -> std::io::Result<()> {
         s.write_all(&chunk[..len]).await?;
         sent += len as u64;
     }
+    s.shutdown().await
+}
+
+/// The download: blocks for `length`, then the count of their bytes.
+async fn stream_for(mut s: TcpStream, length: Duration) -> std::io::Result<()> {
+    let until = tokio::time::Instant::now() + length;
+    let block = vec![0u8; BLOCK];
+    let mut sent = 0u64;
+    while tokio::time::Instant::now() < until {
+        s.write_all(&block).await?;
+        sent += BLOCK as u64;
+    }
+    s.write_all(&sent.to_be_bytes()).await?;
     s.shutdown().await
 }
 

@@ -29,12 +29,14 @@ fn secureops_bin() -> Result<PathBuf, String> {
     }
 }
 
-const CASES: [&str; 15] = [
+const CASES: [&str; 17] = [
     "tunnel_setup",
     "denied_connect",
     "http_get",
     "bulk_1",
     "bulk_8",
+    "bulk_down_1",
+    "bulk_down_8",
     "half_close",
     "flood_off",
     "flood_on",
