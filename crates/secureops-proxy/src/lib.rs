@@ -33,7 +33,7 @@ pub mod decision;
 pub mod dns;
 pub mod escalation;
 mod http;
-mod local_hop;
+pub mod local_hop;
 pub mod pace;
 pub mod peek;
 pub mod procinfo;

@@ -23,10 +23,10 @@ use rustix::net::sockopt::{set_tcp_congestion, tcp_congestion};
 use tokio::net::{TcpSocket, TcpStream};
 
 /// The congestion control that paces; replaced on loopback sockets.
-const PACED: &str = "bbr";
+pub const PACED: &str = "bbr";
 
 /// Window-based replacements, in order of preference.
-const UNPACED: [&str; 2] = ["cubic", "reno"];
+pub const UNPACED: [&str; 2] = ["cubic", "reno"];
 
 /// Moves a loopback socket (not yet connected, or a listener) off a pacing
 /// congestion control. Best effort: a socket that cannot be switched keeps

@@ -305,6 +305,26 @@ echo "FRONTED=$(curl -sS -m 10 --cacert {ca} --resolve allowed.test:443:{canary}
 }
 
 #[test]
+fn the_commands_connections_to_the_guard_are_not_paced() {
+    // The namespace's default congestion control, which the command's own
+    // sockets get: every one of them ends at the guard on this machine.
+    let Some(net) = FakeInternet::start() else { return };
+    let host = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").unwrap();
+    let expected: &[&str] = match host.trim() {
+        "bbr" => &["cubic", "reno"],
+        other => &[other],
+    };
+    let log = net.dir.path().join("audit.jsonl");
+    let out = run(&net.config(), &log, "cat /proc/sys/net/ipv4/tcp_congestion_control");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let inside = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        expected.contains(&inside.as_str()),
+        "{inside}: expected one of {expected:?}"
+    );
+}
+
+#[test]
 fn run_exits_with_the_command_status_and_leaves_nothing_behind() {
     let Some(net) = FakeInternet::start() else { return };
     let config = net.config();

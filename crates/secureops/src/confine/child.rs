@@ -33,6 +33,7 @@ pub fn main(control: &Path, cmd: &[String]) -> ExitCode {
 fn setup_and_exec(control: &Path, cmd: &[String]) -> anyhow::Result<std::convert::Infallible> {
     let mut sock = UnixStream::connect(control).context("cannot reach the supervisor")?;
     run(&["ip", "link", "set", "lo", "up"])?;
+    unpace_namespace();
     // Every destination routes to loopback, where the nat rules catch it;
     // without a route, connect() would fail before netfilter sees it.
     run(&["ip", "route", "add", "default", "dev", "lo", "src", "127.0.0.1"])?;
@@ -82,6 +83,27 @@ fn setup_and_exec(control: &Path, cmd: &[String]) -> anyhow::Result<std::convert
     crate::confine::proxy_env(&mut command, &url);
     let err = command.exec();
     Err(anyhow::Error::new(err).context(format!("cannot start {program:?}")))
+}
+
+/// Every TCP connection of this namespace ends at the guard on this
+/// machine, so its default congestion control must not pace
+/// (`secureops_proxy::local_hop`): `bbr` becomes `cubic`, else `reno`.
+/// The setting is the namespace's own; best effort (a kernel that refuses
+/// leaves the command's connections paced, slower but correct).
+fn unpace_namespace() {
+    use secureops_proxy::local_hop::{PACED, UNPACED};
+    const SYSCTL: &str = "/proc/sys/net/ipv4/tcp_congestion_control";
+    let Ok(current) = std::fs::read_to_string(SYSCTL) else {
+        return;
+    };
+    if current.trim() != PACED {
+        return;
+    }
+    for name in UNPACED {
+        if std::fs::write(SYSCTL, name).is_ok() {
+            return;
+        }
+    }
 }
 
 fn run(argv: &[&str]) -> anyhow::Result<()> {
