@@ -314,6 +314,9 @@ pub async fn download_once(
         bail!("download ended after {total} bytes, without its count");
     };
     let (sent, got) = (u64::from_be_bytes(count), total - 8);
+    if sent % BLOCK as u64 != 0 || got % BLOCK as u64 != 0 {
+        bail!("download cut off after {total} bytes (no byte count at its end)");
+    }
     if got != sent {
         *lost += sent.saturating_sub(got);
         bail!("source sent {sent} bytes, {got} arrived");

@@ -5,7 +5,7 @@
 //! | echo | every byte back; end of stream carried back |
 //! | sink | 64 KiB blocks; a block starting with 0xFF is the last one, answered with the byte count (u64, big-endian) |
 //! | source | reads `N\n`, then waits for the client's end of stream (half-close), then sends N bytes and closes |
-//! | source, streaming | reads `for MS\n`, sends 64 KiB blocks for MS milliseconds, then the byte count (u64, big-endian), and closes |
+//! | source, streaming | reads `for MS\n`, sends 64 KiB blocks of 0xA5 for MS milliseconds, then their byte count (u64, big-endian), and closes |
 //! | web | HTTP/1.1 keep-alive, 64-byte body for every GET; `CONNECT` is answered 403 (the direct path's refusal) |
 //! | idle echo | the echo, in a child process (`--serve-echo`), for the idle tunnels |
 //! | dns | UDP, authoritative: `*.cached.bench` and `*.static.bench` A 1.2.3.4, everything else NXDOMAIN |
@@ -22,6 +22,9 @@ use crate::dns;
 pub const BLOCK: usize = 64 * 1024;
 /// First byte of the sink's last block.
 pub const LAST_BLOCK: u8 = 0xFF;
+/// Every byte of a streamed block: never the low byte of a count (a
+/// multiple of [`BLOCK`]), so a cut stream cannot pass for a finished one.
+pub const STREAM_BYTE: u8 = 0xA5;
 /// The web server's response body.
 pub const BODY: &[u8; 64] = b"secureops-bench http body: 0123456789abcdefghijklmnopqrstuvwxyz\n";
 /// The byte at offset `i` of the source's answer.
@@ -163,7 +166,7 @@ async fn source(mut s: TcpStream) -> std::io::Result<()> {
 /// The download: blocks for `length`, then the count of their bytes.
 async fn stream_for(mut s: TcpStream, length: Duration) -> std::io::Result<()> {
     let until = tokio::time::Instant::now() + length;
-    let block = vec![0u8; BLOCK];
+    let block = vec![STREAM_BYTE; BLOCK];
     let mut sent = 0u64;
     while tokio::time::Instant::now() < until {
         s.write_all(&block).await?;

@@ -308,19 +308,16 @@ echo "FRONTED=$(curl -sS -m 10 --cacert {ca} --resolve allowed.test:443:{canary}
 fn the_commands_connections_to_the_guard_are_not_paced() {
     // The namespace's default congestion control, which the command's own
     // sockets get: every one of them ends at the guard on this machine.
+    // (A new namespace starts from the host's; where that is BBR, this
+    // fails without the switch.)
     let Some(net) = FakeInternet::start() else { return };
-    let host = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").unwrap();
-    let expected: &[&str] = match host.trim() {
-        "bbr" => &["cubic", "reno"],
-        other => &[other],
-    };
     let log = net.dir.path().join("audit.jsonl");
     let out = run(&net.config(), &log, "cat /proc/sys/net/ipv4/tcp_congestion_control");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let inside = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(
-        expected.contains(&inside.as_str()),
-        "{inside}: expected one of {expected:?}"
+        !inside.is_empty() && !inside.starts_with("bbr"),
+        "the command's namespace uses {inside:?}"
     );
 }
 

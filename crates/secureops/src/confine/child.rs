@@ -87,23 +87,19 @@ fn setup_and_exec(control: &Path, cmd: &[String]) -> anyhow::Result<std::convert
 
 /// Every TCP connection of this namespace ends at the guard on this
 /// machine, so its default congestion control must not pace
-/// (`secureops_proxy::local_hop`): `bbr` becomes `cubic`, else `reno`.
+/// (`secureops_proxy::local_hop`): BBR becomes `cubic`, else `reno`.
 /// The setting is the namespace's own; best effort (a kernel that refuses
-/// leaves the command's connections paced, slower but correct).
+/// leaves the command's connections paced: slower, still correct).
 fn unpace_namespace() {
-    use secureops_proxy::local_hop::{PACED, UNPACED};
-    const SYSCTL: &str = "/proc/sys/net/ipv4/tcp_congestion_control";
+    use secureops_proxy::local_hop::{SYSCTL, UNPACED, paces};
     let Ok(current) = std::fs::read_to_string(SYSCTL) else {
         return;
     };
-    if current.trim() != PACED {
+    if !paces(&current) {
         return;
     }
-    for name in UNPACED {
-        if std::fs::write(SYSCTL, name).is_ok() {
-            return;
-        }
-    }
+    // Silent when refused: the command's stderr is the user's.
+    let _ = UNPACED.iter().any(|name| std::fs::write(SYSCTL, name).is_ok());
 }
 
 fn run(argv: &[&str]) -> anyhow::Result<()> {
