@@ -16,7 +16,8 @@
 #   throughput  dnsperf as fast as it goes (-q OUTSTANDING in flight) for
 #               DURATION s: queries/s and dnsperf's average latency
 #   latency     dnsperf at a fixed RATE queries/s for DURATION s, every
-#               query's latency recorded (-v): p50 and p99
+#               query's latency recorded (-v): p50 and p99; then the same
+#               at LOADED queries/s (the servers busy, not saturated)
 #
 # With LOGGED=1 (the default) dnsmasq also runs a second time with its
 # query log on (log-queries to a file): not a target, a reference
@@ -30,7 +31,7 @@
 #
 # Everything runs on 127.0.0.x loopback addresses. Output: Markdown tables.
 #
-# Usage: bench/dns/run.sh      (DURATION=5 ROUNDS=3 OUTSTANDING=100 RATE=10000)
+# Usage: bench/dns/run.sh      (DURATION=5 ROUNDS=3 OUTSTANDING=100 RATE=10000 LOADED=50000)
 #        DURATION=10 ROUNDS=1 bench/dns/run.sh
 #
 # secureops runs with its defaults (audit log fsync=batch, sign=batch: every
@@ -45,6 +46,7 @@ DURATION=${DURATION:-5}
 ROUNDS=${ROUNDS:-3}
 OUTSTANDING=${OUTSTANDING:-100}
 RATE=${RATE:-10000}
+LOADED=${LOADED:-50000}
 NAMES=${NAMES:-1000}
 SHM=${SHM:-1}
 LOGGED=${LOGGED:-1}
@@ -198,10 +200,12 @@ throughput() {
        END {printf "%.0f %.3f %s\n", q, a, l}' <<<"$out"
 }
 
-# latency SERVER PORT FILE -> "p50_ms p99_ms lost" at RATE queries/s
+# latency SERVER PORT FILE RATE -> "p50_ms p99_ms lost" at RATE queries/s
 latency() {
-  local out="$work/latency.out"
-  dnsperf -s "$1" -p "$2" -d "$3" -l "$DURATION" -q "$OUTSTANDING" -Q "$RATE" -v >"$out" 2>&1 || true
+  # Its own file: the caller reads the result while this still cleans up.
+  local out
+  out=$(mktemp "$work/latency.XXXXXX")
+  dnsperf -s "$1" -p "$2" -d "$3" -l "$DURATION" -q "$OUTSTANDING" -Q "$4" -v >"$out" 2>&1 || true
   # Per-query lines: "> NXDOMAIN name A 0.000123"; the latency is last.
   awk '/^> / {print $NF}' "$out" | sort -g >"$out.sorted"
   local n lost
@@ -228,8 +232,9 @@ for round in $(seq "$ROUNDS"); do
     for server in $servers; do
       read -r addr port < <(addr_of "$server")
       read -r qps avg lost1 < <(throughput "$addr" "$port" "$work/$case.txt")
-      read -r p50 p99 lost2 < <(latency "$addr" "$port" "$work/$case.txt")
-      echo "$case $server $qps $avg $lost1 $p50 $p99 $lost2" | tee -a "$results" >&2
+      read -r p50 p99 lost2 < <(latency "$addr" "$port" "$work/$case.txt" "$RATE")
+      read -r lp50 lp99 lost3 < <(latency "$addr" "$port" "$work/$case.txt" "$LOADED")
+      echo "$case $server $qps $avg $lost1 $p50 $p99 $lost2 $lp50 $lp99 $lost3" | tee -a "$results" >&2
       # Millions of query log lines per measurement: keep the disk free.
       [ "$server" != dnsmasq-log ] || : >"$work/dnsmasq-queries.log"
     done
@@ -240,13 +245,13 @@ cores=$(nproc)
 echo
 echo "dnsperf, $ROUNDS round(s) of $DURATION s per measurement, median; $cores CPU(s), $(uname -r)"
 echo
-echo "| case | server | queries/s (max, $OUTSTANDING in flight) | avg ms at max | p50 ms at $RATE q/s | p99 ms at $RATE q/s | lost |"
-echo "|---|---|---:|---:|---:|---:|---:|"
+echo "| case | server | queries/s (max, $OUTSTANDING in flight) | avg ms at max | p50 ms at $RATE q/s | p99 ms at $RATE q/s | p50 ms at $LOADED q/s | p99 ms at $LOADED q/s | lost |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
 for case in denied static cached; do
   for server in $all; do
     col() { awk -v c="$case" -v s="$server" -v f="$1" '$1 == c && $2 == s {print $f}' "$results" | median; }
-    lost=$(awk -v c="$case" -v s="$server" '$1 == c && $2 == s {l += $5 + $8} END {print l + 0}' "$results")
-    echo "| $case | $server | $(col 3) | $(col 4) | $(col 6) | $(col 7) | $lost |"
+    lost=$(awk -v c="$case" -v s="$server" '$1 == c && $2 == s {l += $5 + $8 + $11} END {print l + 0}' "$results")
+    echo "| $case | $server | $(col 3) | $(col 4) | $(col 6) | $(col 7) | $(col 9) | $(col 10) | $lost |"
   done
 done
 
