@@ -235,6 +235,18 @@ fn openssl(proxy: &Proxy, connect: &str, sni: &str) -> String {
     )
 }
 
+/// Reads from `s` until `done` says the bytes so far are enough.
+fn read_until(s: &mut TcpStream, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !done(&got) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
 #[test]
 fn server_speaks_first_through_an_allowed_tunnel() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -251,17 +263,11 @@ fn server_speaks_first_through_an_allowed_tunnel() {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(format!("CONNECT allowed.test:{port} HTTP/1.1\r\n\r\n").as_bytes())
         .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 256];
-    while !String::from_utf8_lossy(&got).contains("banner\r\n") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
+    let got = read_until(&mut s, |got| String::from_utf8_lossy(got).contains("banner\r\n"));
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
     s.write_all(b"SSH-2.0-client\r\n").unwrap();
-    let n = s.read(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"SSH-2.0-client\r\n");
+    let echoed = read_until(&mut s, |got| got.ends_with(b"\r\n"));
+    assert_eq!(echoed, b"SSH-2.0-client\r\n");
     assert_eq!(proxy.wait_decisions(1)[0]["decision"], "allow");
 }
 
@@ -302,13 +308,7 @@ fn the_proxys_loopback_hops_are_not_paced() {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(format!("CONNECT allowed.test:{port} HTTP/1.1\r\n\r\nping").as_bytes())
         .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 256];
-    while !got.ends_with(b"ping") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut s, |got| got.ends_with(b"ping"));
     let client_port = s.local_addr().unwrap().port();
     let upstream_port = peer_rx.recv_timeout(Duration::from_secs(5)).unwrap();
     let accepted = congestion_controls(&format!("sport = :{} and dport = :{client_port}", proxy.addr.port()));
