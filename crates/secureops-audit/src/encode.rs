@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use ed25519_dalek::SigningKey;
 
-use crate::chain::{fingerprint_of, hex_into, pubkey_b64, sha256, sign_head};
+use crate::chain::{HeadSigner, fingerprint_of, hex_into, pubkey_b64, sha256, sign_head};
 use crate::entry::{Entry, EntryKind, MAX_LINE};
 use crate::error::AuditError;
 use crate::finding::AuditFinding;
@@ -24,7 +24,7 @@ pub(crate) enum Body<'a> {
 /// Holds the key and scratch strings; reused for every line so that encoding
 /// does not allocate.
 pub(crate) struct Encoder {
-    key: SigningKey,
+    key: HeadSigner,
     pubkey: String,
     fingerprint: String,
     version: String,
@@ -41,7 +41,7 @@ impl Encoder {
         Encoder {
             pubkey: pubkey_b64(&verifying),
             fingerprint: fingerprint_of(&verifying),
-            key,
+            key: HeadSigner::new(&key),
             version,
             own_pid: std::process::id(),
             own_exe: std::env::current_exe().ok().map(|p| p.to_string_lossy().into_owned()),
