@@ -119,6 +119,7 @@ cache-size=10000
 local-ttl=60
 CONF
 dnsmasq -k -C "$work/dnsmasq.conf" --pid-file="$work/dnsmasq.pid" 2>"$work/dnsmasq.log" &
+pids+=($!)
 if [ "$LOGGED" = 1 ]; then
   # The same sinkhole, logging every query and answer to a file.
   sed -e "s/^listen-address=.*/listen-address=$DL_ADDR/" -e "s/^port=.*/port=$DL_PORT/" \
@@ -129,7 +130,6 @@ if [ "$LOGGED" = 1 ]; then
   dnsmasq -k -C "$work/dnsmasq-log.conf" --pid-file="$work/dnsmasq-log.pid" 2>"$work/dnsmasq-log.log" &
   pids+=($!)
 fi
-pids+=($!)
 
 # --- secureops -----------------------------------------------------------
 # start_secureops NAME ADDR PORT AUDIT_DIR
