@@ -24,6 +24,20 @@
 //! only mode.
 #![forbid(unsafe_code)]
 
+/// The environment variables through which tools find an HTTP proxy (both
+/// cases: tools disagree on which they read).
+pub const PROXY_VARIABLES: [&str; 6] = [
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "ALL_PROXY",
+    "https_proxy",
+    "http_proxy",
+    "all_proxy",
+];
+
+/// The variables that exempt destinations from the proxy.
+pub const NO_PROXY_VARIABLES: [&str; 2] = ["NO_PROXY", "no_proxy"];
+
 pub mod attribution;
 mod conn;
 pub mod context;

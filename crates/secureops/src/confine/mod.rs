@@ -49,17 +49,12 @@ pub struct Confined {
 /// Points the proxy variables (both cases, as tools disagree) at `url` and
 /// removes the exceptions, for tools that honour them.
 pub fn proxy_env(command: &mut Command, url: &str) {
-    for var in [
-        "HTTPS_PROXY",
-        "HTTP_PROXY",
-        "ALL_PROXY",
-        "https_proxy",
-        "http_proxy",
-        "all_proxy",
-    ] {
+    for var in secureops_proxy::PROXY_VARIABLES {
         command.env(var, url);
     }
-    command.env_remove("NO_PROXY").env_remove("no_proxy");
+    for var in secureops_proxy::NO_PROXY_VARIABLES {
+        command.env_remove(var);
+    }
 }
 
 /// How CMD will be confined, for messages and `tier`.

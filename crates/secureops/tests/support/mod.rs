@@ -487,16 +487,10 @@ pub fn curl_command<S: AsRef<std::ffi::OsStr>>(proxy_url: &str, args: &[S]) -> C
 
 /// The proxy variables clients read; tests unset them where only their own
 /// settings may count.
-pub const PROXY_VARS: [&str; 8] = [
-    "HTTPS_PROXY",
-    "HTTP_PROXY",
-    "ALL_PROXY",
-    "https_proxy",
-    "http_proxy",
-    "all_proxy",
-    "NO_PROXY",
-    "no_proxy",
-];
+pub const PROXY_VARS: [&str; 8] = {
+    let (p, n) = (secureops_proxy::PROXY_VARIABLES, secureops_proxy::NO_PROXY_VARIABLES);
+    [p[0], p[1], p[2], p[3], p[4], p[5], n[0], n[1]]
+};
 
 /// (HTTP status, body) of a [`curl_command`] run; `http_code` is 0 when a
 /// CONNECT was refused, and then `http_connect` has it.
