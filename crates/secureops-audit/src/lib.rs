@@ -109,7 +109,7 @@ pub use entry::{Entry, EntryKind, MAX_LINE};
 pub use error::AuditError;
 pub use finding::{AuditFinding, Kind, Verdict, Via};
 pub use keys::{generate_key, load_public_key};
-pub use log::AuditLog;
+pub use log::{Appended, AuditLog};
 pub use verify::{Fault, VerifyError, VerifyReport, verify};
 
 /// Re-exported so callers can name [`load_public_key`]'s result.

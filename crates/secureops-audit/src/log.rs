@@ -19,6 +19,38 @@ use crate::writer::{self, Inline, Request, Shared, Writer};
 /// bound that wait with their own timeout (and refuse when it expires).
 const QUEUE: usize = 4096;
 
+/// What [`AuditLog::try_append_now`] did: one result per finding, in order
+/// (it dereferences to them). Dropping it wakes the log's background sync
+/// if that is idle; hold it until the answers are out.
+#[must_use = "the results say which decisions are recorded"]
+#[derive(Debug)]
+pub struct Appended {
+    results: Vec<Result<u64, AuditError>>,
+    _wake: pipe::SyncWake,
+}
+
+impl Appended {
+    fn without_wake(results: Vec<Result<u64, AuditError>>) -> Self {
+        Appended {
+            results,
+            _wake: pipe::SyncWake::default(),
+        }
+    }
+
+    /// The results, waking the background sync now.
+    pub fn into_results(self) -> Vec<Result<u64, AuditError>> {
+        self.results
+    }
+}
+
+impl std::ops::Deref for Appended {
+    type Target = [Result<u64, AuditError>];
+
+    fn deref(&self) -> &Self::Target {
+        &self.results
+    }
+}
+
 /// A cloneable handle to the log's writer thread.
 #[derive(Clone)]
 pub struct AuditLog {
@@ -143,17 +175,24 @@ impl AuditLog {
     /// itself stalls), so it suits a caller that answers many decisions at
     /// once and would otherwise wait for two thread wake-ups: the DNS
     /// sinkhole's read batches.
-    pub fn try_append_now(&self, findings: &[AuditFinding]) -> Option<Vec<Result<u64, AuditError>>> {
+    ///
+    /// Keep the [`Appended`] until the decisions' answers are sent: dropping
+    /// it wakes the background sync when that is idle, a futex call that
+    /// should not delay them.
+    pub fn try_append_now(&self, findings: &[AuditFinding]) -> Option<Appended> {
         if self.shared.closed.load(Ordering::Acquire) {
-            return Some(findings.iter().map(|_| Err(AuditError::Closed)).collect());
+            return Some(Appended::without_wake(
+                findings.iter().map(|_| Err(AuditError::Closed)).collect(),
+            ));
         }
         #[cfg(feature = "null-sink")]
         if let Some(next) = &self.null {
             let n = findings.len() as u64;
             let first = next.fetch_add(n, Ordering::Relaxed);
-            return Some((first..first + n).map(Ok).collect());
+            return Some(Appended::without_wake((first..first + n).map(Ok).collect()));
         }
-        self.inline.as_ref()?.try_commit(findings)
+        let (results, wake) = self.inline.as_ref()?.try_commit(findings)?;
+        Some(Appended { results, _wake: wake })
     }
 
     /// Writes the signed `stop` entry and syncs; later appends fail with

@@ -77,6 +77,33 @@ struct State {
     spacing: bool,
 }
 
+/// The wake-up of the syncer that a queued group may owe it, given when
+/// this is dropped. An idle syncer must be told there is something to sync,
+/// and that futex call (which may also put the syncer on this CPU ahead of
+/// the caller) should not sit between a decision's line and its answer: the
+/// writer keeps this until it has answered the group, the DNS sinkhole until
+/// it has sent the answers (see `AuditLog::try_append_now`). Dropping it is
+/// enough; it cannot be lost, not even by a panic.
+#[must_use = "dropping it at once wakes the syncer before the answers"]
+#[derive(Default)]
+pub struct SyncWake(Option<Arc<Pipe>>);
+
+impl Drop for SyncWake {
+    fn drop(&mut self) {
+        if let Some(pipe) = self.0.take() {
+            // The group was queued under the lock: a syncer that checks the
+            // queue after this sees it, one that waits is woken here.
+            pipe.cond.notify_all();
+        }
+    }
+}
+
+impl std::fmt::Debug for SyncWake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SyncWake").field(&self.0.is_some()).finish()
+    }
+}
+
 /// See the module docs.
 pub(crate) struct Pipe {
     state: Mutex<State>,
@@ -121,18 +148,17 @@ impl Pipe {
     }
 
     /// Queues a written group; gives it back if the pipe is poisoned (a sync
-    /// failed while it was being written, so it fails too).
-    pub(crate) fn push(&self, written: Written) -> Result<(), Box<Written>> {
+    /// failed while it was being written, so it fails too). The syncer is
+    /// woken when the returned [`SyncWake`] is dropped: answer the group's
+    /// decisions first.
+    pub(crate) fn push(self: &Arc<Self>, written: Written) -> Result<SyncWake, Box<Written>> {
         let mut st = self.lock();
         if st.poisoned {
             return Err(Box::new(written));
         }
         let waited_for = !written.replies.is_empty() || written.close.is_some();
         st.queue.push(written);
-        if waited_for || !st.spacing {
-            self.cond.notify_all();
-        }
-        Ok(())
+        Ok(SyncWake((waited_for || !st.spacing).then(|| Arc::clone(self))))
     }
 
     /// Marks a background sync as failed, as the syncer does.

@@ -395,8 +395,8 @@ async fn cancelled_appends_are_not_logged() {
 /// between groups; a test has nothing else running).
 fn append_now(log: &AuditLog, findings: &[AuditFinding]) -> Vec<Result<u64, AuditError>> {
     for _ in 0..1000 {
-        if let Some(results) = log.try_append_now(findings) {
-            return results;
+        if let Some(appended) = log.try_append_now(findings) {
+            return appended.into_results();
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
     }

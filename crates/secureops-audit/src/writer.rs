@@ -24,7 +24,7 @@ use crate::config::{AuditConfig, FsyncPolicy, SignPolicy};
 use crate::encode::{Body, Encoder};
 use crate::error::AuditError;
 use crate::finding::AuditFinding;
-use crate::pipe::{Pipe, Written};
+use crate::pipe::{Pipe, SyncWake, Written};
 use crate::resume::ChainHead;
 use crate::storage::Storage;
 
@@ -253,10 +253,12 @@ impl<S: Storage> Writer<S> {
                     close: close.zip(count),
                 };
                 match self.pipe.push(written) {
-                    Ok(()) => {
+                    Ok(wake) => {
                         for (reply, slot) in replies.drain(..).zip(slots.drain(..)) {
                             crate::pipe::answer(reply, slot, &Ok(()), &path);
                         }
+                        // The syncer only after the answers (see SyncWake).
+                        drop(wake);
                     }
                     Err(written) => {
                         // A sync failed while this group was being written:
@@ -320,7 +322,11 @@ impl<S: Storage> Writer<S> {
             close: Some((close, count)),
         };
         match self.pipe.push(written) {
-            Ok(()) => self.pipe.closed(),
+            Ok(wake) => {
+                // The close waits for the syncer: wake it first.
+                drop(wake);
+                self.pipe.closed()
+            }
             Err(written) => {
                 let e = io::Error::other(SYNC_FAILED);
                 fail(written.close.map(|(r, _)| r).into_iter(), &path, &e);
@@ -523,11 +529,11 @@ impl<S: Storage> Writer<S> {
 pub(crate) trait Inline: Send + Sync {
     /// Commits `findings` as one group if the writer is free at this moment
     /// and fsync=batch; `None` otherwise (nothing written).
-    fn try_commit(&self, findings: &[AuditFinding]) -> Option<Vec<Result<u64, AuditError>>>;
+    fn try_commit(&self, findings: &[AuditFinding]) -> Option<(Vec<Result<u64, AuditError>>, SyncWake)>;
 }
 
 impl<S: Storage> Inline for Mutex<Writer<S>> {
-    fn try_commit(&self, findings: &[AuditFinding]) -> Option<Vec<Result<u64, AuditError>>> {
+    fn try_commit(&self, findings: &[AuditFinding]) -> Option<(Vec<Result<u64, AuditError>>, SyncWake)> {
         // Never wait: the writer thread (or another caller) holding the
         // lock is committing a group, and may be waiting for a sync.
         let mut writer = match self.try_lock() {
@@ -536,7 +542,8 @@ impl<S: Storage> Inline for Mutex<Writer<S>> {
             // A panic while committing may have left the chain head ahead
             // of the file: nothing more can be written (fail-closed).
             Err(TryLockError::Poisoned(_)) => {
-                return Some(findings.iter().map(|_| Err(AuditError::WriterGone)).collect());
+                let gone = findings.iter().map(|_| Err(AuditError::WriterGone)).collect();
+                return Some((gone, SyncWake::default()));
             }
         };
         // fsync=always syncs every line, and a rotation syncs and renames:
@@ -548,22 +555,31 @@ impl<S: Storage> Inline for Mutex<Writer<S>> {
         let mut slots = Vec::with_capacity(findings.len());
         // Checked under the lock: a close holds it until the log is closed.
         if writer.pipe.closed_now() {
-            return Some(findings.iter().map(|_| Err(AuditError::Closed)).collect());
+            let closed = findings.iter().map(|_| Err(AuditError::Closed)).collect();
+            return Some((closed, SyncWake::default()));
         }
         let result = writer.commit_now(findings, &mut slots);
+        // The caller answers before the wake-up, but not under our lock.
+        drop(writer);
         Some(match result {
-            Ok(false) => return None,
-            Ok(true) => slots
-                .into_iter()
-                .map(|slot| match slot {
-                    Slot::Seq(seq) => Ok(seq),
-                    Slot::Refused(e) => Err(e),
-                })
-                .collect(),
-            Err(e) => findings
-                .iter()
-                .map(|_| Err(AuditError::io(&path, io::Error::new(e.kind(), e.to_string()))))
-                .collect(),
+            Ok(None) => return None,
+            Ok(Some(wake)) => {
+                let results = slots
+                    .into_iter()
+                    .map(|slot| match slot {
+                        Slot::Seq(seq) => Ok(seq),
+                        Slot::Refused(e) => Err(e),
+                    })
+                    .collect();
+                (results, wake)
+            }
+            Err(e) => {
+                let failed = findings
+                    .iter()
+                    .map(|_| Err(AuditError::io(&path, io::Error::new(e.kind(), e.to_string()))))
+                    .collect();
+                (failed, SyncWake::default())
+            }
         })
     }
 }
@@ -571,16 +587,16 @@ impl<S: Storage> Inline for Mutex<Writer<S>> {
 impl<S: Storage> Writer<S> {
     /// Writes `findings` as one group and hands it to the syncer
     /// (fsync=batch only): answered as soon as it is written, like a group
-    /// of the writer thread. `false` (nothing written) when the group would
+    /// of the writer thread. `None` (nothing written) when the group would
     /// rotate the file: a rotation syncs, so it is the writer thread's.
-    fn commit_now(&mut self, findings: &[AuditFinding], slots: &mut Vec<Slot>) -> io::Result<bool> {
+    fn commit_now(&mut self, findings: &[AuditFinding], slots: &mut Vec<Slot>) -> io::Result<Option<SyncWake>> {
         if findings.is_empty() {
-            return Ok(true);
+            return Ok(Some(SyncWake::default()));
         }
         let before = self.mark();
         let (sync, _) = match self.commit_pipelined(findings, false, slots, false) {
             Ok(done) => done,
-            Err(e) if e.get_ref().is_some_and(|e| e.is::<RotationDue>()) => return Ok(false),
+            Err(e) if e.get_ref().is_some_and(|e| e.is::<RotationDue>()) => return Ok(None),
             Err(e) => return Err(e),
         };
         let written = Written {
@@ -588,12 +604,14 @@ impl<S: Storage> Writer<S> {
             replies: Vec::new(),
             close: None,
         };
-        if self.pipe.push(written).is_err() {
-            // A sync failed meanwhile: the group fails with it.
-            self.undo(before);
-            return Err(io::Error::other(SYNC_FAILED));
+        match self.pipe.push(written) {
+            Ok(wake) => Ok(Some(wake)),
+            Err(_) => {
+                // A sync failed meanwhile: the group fails with it.
+                self.undo(before);
+                Err(io::Error::other(SYNC_FAILED))
+            }
         }
-        Ok(true)
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::Name;
-use secureops_audit::{AuditFinding, AuditLog, Kind, Verdict, Via};
+use secureops_audit::{Appended, AuditFinding, AuditLog, Kind, Verdict, Via};
 use secureops_policy::{Allowlist, Host, PrivateDestinations, UnsafeDestination};
 
 use crate::dns::answer::{
@@ -479,20 +479,24 @@ impl Engine {
     /// Appends the entries of [`Prepared::Local`] answers as one group on this thread
     /// when the log's writer is free (see [`AuditLog::try_append_now`]):
     /// whether each is in the log, or `None` to use [`Engine::record`].
+    /// Drop the [`Appended`] (when there is one) after sending the answers.
     ///
     /// A panic in the commit (a bug; the log then refuses everything) must
     /// not take the UDP reader down with it: it counts as not recorded.
-    pub(crate) fn record_now(&self, findings: &[AuditFinding]) -> Option<Vec<bool>> {
+    pub(crate) fn record_now(&self, findings: &[AuditFinding]) -> Option<(Vec<bool>, Option<Appended>)> {
         let appended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.audit.try_append_now(findings)));
-        let recorded: Vec<bool> = match appended {
-            Ok(results) => results?.iter().map(Result::is_ok).collect(),
+        let (recorded, appended): (Vec<bool>, _) = match appended {
+            Ok(appended) => {
+                let appended = appended?;
+                (appended.iter().map(Result::is_ok).collect(), Some(appended))
+            }
             Err(_) => {
                 tracing::error!("audit append panicked; answering as unrecorded");
-                vec![false; findings.len()]
+                (vec![false; findings.len()], None)
             }
         };
         self.audit_down.store(recorded.contains(&false), Ordering::Relaxed);
-        Some(recorded)
+        Some((recorded, appended))
     }
 
     /// Writes one summary entry per client that was refused or dropped

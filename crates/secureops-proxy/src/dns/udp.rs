@@ -132,7 +132,7 @@ fn answer_ready(
     findings: &mut Vec<AuditFinding>,
     ready: &mut Vec<Ready>,
 ) {
-    let Some(recorded) = engine.record_now(findings) else {
+    let Some((recorded, appended)) = engine.record_now(findings) else {
         let pairs: Vec<_> = findings.drain(..).zip(ready.drain(..)).collect();
         let (socket, engine) = (Arc::clone(socket), Arc::clone(engine));
         tracker.spawn(async move {
@@ -158,6 +158,8 @@ fn answer_ready(
             Err(e) => tracing::debug!(error = %e, %peer, "dns udp send"),
         }
     }
+    // Only now, with the answers out, the background sync may be woken.
+    drop(appended);
     if !late.is_empty() {
         // The socket's send buffer is full: wait for room off the reader.
         let socket = Arc::clone(socket);

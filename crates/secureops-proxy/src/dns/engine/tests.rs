@@ -547,7 +547,7 @@ async fn local_answers_are_prepared_at_once_and_recorded_as_one_group() {
         answers.push(answer);
     }
     let recorded = loop {
-        if let Some(recorded) = f.engine.record_now(&findings) {
+        if let Some((recorded, _appended)) = f.engine.record_now(&findings) {
             break recorded;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
