@@ -30,11 +30,16 @@ pub struct Appended {
 }
 
 impl Appended {
-    fn without_wake(results: Vec<Result<u64, AuditError>>) -> Self {
-        Appended {
-            results,
-            _wake: pipe::SyncWake::default(),
-        }
+    pub(crate) fn new(results: Vec<Result<u64, AuditError>>, wake: pipe::SyncWake) -> Self {
+        Appended { results, _wake: wake }
+    }
+
+    /// Every finding failed with `error()`; nothing to sync.
+    pub(crate) fn failed(findings: &[AuditFinding], error: impl Fn() -> AuditError) -> Self {
+        Self::new(
+            findings.iter().map(|_| Err(error())).collect(),
+            pipe::SyncWake::default(),
+        )
     }
 
     /// The results, waking the background sync now.
@@ -181,18 +186,18 @@ impl AuditLog {
     /// should not delay them.
     pub fn try_append_now(&self, findings: &[AuditFinding]) -> Option<Appended> {
         if self.shared.closed.load(Ordering::Acquire) {
-            return Some(Appended::without_wake(
-                findings.iter().map(|_| Err(AuditError::Closed)).collect(),
-            ));
+            return Some(Appended::failed(findings, || AuditError::Closed));
         }
         #[cfg(feature = "null-sink")]
         if let Some(next) = &self.null {
             let n = findings.len() as u64;
             let first = next.fetch_add(n, Ordering::Relaxed);
-            return Some(Appended::without_wake((first..first + n).map(Ok).collect()));
+            return Some(Appended::new(
+                (first..first + n).map(Ok).collect(),
+                pipe::SyncWake::default(),
+            ));
         }
-        let (results, wake) = self.inline.as_ref()?.try_commit(findings)?;
-        Some(Appended { results, _wake: wake })
+        self.inline.as_ref()?.try_commit(findings)
     }
 
     /// Writes the signed `stop` entry and syncs; later appends fail with

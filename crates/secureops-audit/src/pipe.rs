@@ -86,7 +86,7 @@ struct State {
 /// enough; it cannot be lost, not even by a panic.
 #[must_use = "dropping it at once wakes the syncer before the answers"]
 #[derive(Default)]
-pub struct SyncWake(Option<Arc<Pipe>>);
+pub(crate) struct SyncWake(Option<Arc<Pipe>>);
 
 impl Drop for SyncWake {
     fn drop(&mut self) {

@@ -163,6 +163,8 @@ struct Flaky {
     after_append: Hook,
     /// The thread of every rotation (which this storage refuses).
     rotated_on: Arc<Mutex<Vec<String>>>,
+    /// Background syncs run.
+    syncs: Arc<std::sync::atomic::AtomicUsize>,
     committed: u64,
 }
 
@@ -205,7 +207,9 @@ impl Storage for Flaky {
     }
     fn sync_handle(&mut self) -> io::Result<crate::storage::SyncFn> {
         let fail = Arc::clone(&self.fail_sync);
+        let syncs = Arc::clone(&self.syncs);
         Ok(Arc::new(move || {
+            syncs.fetch_add(1, Ordering::SeqCst);
             if fail.load(Ordering::SeqCst) {
                 return Err(io::Error::other("sync failed"));
             }
@@ -508,4 +512,29 @@ async fn inline_is_declined_with_fsync_always() {
     let log = AuditLog::spawn(flaky_writer(Flaky::default(), FsyncPolicy::Always)).unwrap();
     assert!(log.try_append_now(&[finding(1)]).is_none());
     assert_eq!(log.append(finding(1)).await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_syncer_is_woken_only_once_the_inline_group_is_let_go() {
+    let storage = Flaky::default();
+    let log = AuditLog::spawn(flaky_writer(storage.clone(), FsyncPolicy::Batch)).unwrap();
+    let appended = loop {
+        if let Some(appended) = log.try_append_now(&[finding(1)]) {
+            break appended;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    };
+    assert!(matches!(appended[..], [Ok(_)]));
+    // Held (the answers are still being sent): the idle syncer sleeps on.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(storage.syncs.load(Ordering::SeqCst), 0, "woken before the answers");
+    drop(appended);
+    for _ in 0..2000 {
+        if storage.syncs.load(Ordering::SeqCst) > 0 {
+            log.close().await.unwrap();
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    panic!("the syncer was never woken");
 }

@@ -24,6 +24,7 @@ use crate::config::{AuditConfig, FsyncPolicy, SignPolicy};
 use crate::encode::{Body, Encoder};
 use crate::error::AuditError;
 use crate::finding::AuditFinding;
+use crate::log::Appended;
 use crate::pipe::{Pipe, SyncWake, Written};
 use crate::resume::ChainHead;
 use crate::storage::Storage;
@@ -529,11 +530,11 @@ impl<S: Storage> Writer<S> {
 pub(crate) trait Inline: Send + Sync {
     /// Commits `findings` as one group if the writer is free at this moment
     /// and fsync=batch; `None` otherwise (nothing written).
-    fn try_commit(&self, findings: &[AuditFinding]) -> Option<(Vec<Result<u64, AuditError>>, SyncWake)>;
+    fn try_commit(&self, findings: &[AuditFinding]) -> Option<Appended>;
 }
 
 impl<S: Storage> Inline for Mutex<Writer<S>> {
-    fn try_commit(&self, findings: &[AuditFinding]) -> Option<(Vec<Result<u64, AuditError>>, SyncWake)> {
+    fn try_commit(&self, findings: &[AuditFinding]) -> Option<Appended> {
         // Never wait: the writer thread (or another caller) holding the
         // lock is committing a group, and may be waiting for a sync.
         let mut writer = match self.try_lock() {
@@ -541,10 +542,7 @@ impl<S: Storage> Inline for Mutex<Writer<S>> {
             Err(TryLockError::WouldBlock) => return None,
             // A panic while committing may have left the chain head ahead
             // of the file: nothing more can be written (fail-closed).
-            Err(TryLockError::Poisoned(_)) => {
-                let gone = findings.iter().map(|_| Err(AuditError::WriterGone)).collect();
-                return Some((gone, SyncWake::default()));
-            }
+            Err(TryLockError::Poisoned(_)) => return Some(Appended::failed(findings, || AuditError::WriterGone)),
         };
         // fsync=always syncs every line, and a rotation syncs and renames:
         // both are left to the writer thread, off the caller's thread.
@@ -555,8 +553,7 @@ impl<S: Storage> Inline for Mutex<Writer<S>> {
         let mut slots = Vec::with_capacity(findings.len());
         // Checked under the lock: a close holds it until the log is closed.
         if writer.pipe.closed_now() {
-            let closed = findings.iter().map(|_| Err(AuditError::Closed)).collect();
-            return Some((closed, SyncWake::default()));
+            return Some(Appended::failed(findings, || AuditError::Closed));
         }
         let result = writer.commit_now(findings, &mut slots);
         // The caller answers before the wake-up, but not under our lock.
@@ -571,15 +568,11 @@ impl<S: Storage> Inline for Mutex<Writer<S>> {
                         Slot::Refused(e) => Err(e),
                     })
                     .collect();
-                (results, wake)
+                Appended::new(results, wake)
             }
-            Err(e) => {
-                let failed = findings
-                    .iter()
-                    .map(|_| Err(AuditError::io(&path, io::Error::new(e.kind(), e.to_string()))))
-                    .collect();
-                (failed, SyncWake::default())
-            }
+            Err(e) => Appended::failed(findings, || {
+                AuditError::io(&path, io::Error::new(e.kind(), e.to_string()))
+            }),
         })
     }
 }
