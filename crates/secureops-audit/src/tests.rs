@@ -514,27 +514,43 @@ async fn inline_is_declined_with_fsync_always() {
     assert_eq!(log.append(finding(1)).await.unwrap(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_syncer_is_woken_only_once_the_inline_group_is_let_go() {
-    let storage = Flaky::default();
-    let log = AuditLog::spawn(flaky_writer(storage.clone(), FsyncPolicy::Batch)).unwrap();
-    let appended = loop {
-        if let Some(appended) = log.try_append_now(&[finding(1)]) {
-            break appended;
+/// Appends `findings` on this thread, keeping the [`crate::Appended`].
+async fn hold_now(log: &AuditLog, findings: &[AuditFinding]) -> crate::Appended {
+    for _ in 0..1000 {
+        if let Some(appended) = log.try_append_now(findings) {
+            return appended;
         }
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-    };
-    assert!(matches!(appended[..], [Ok(_)]));
-    // Held (the answers are still being sent): the idle syncer sleeps on.
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    assert_eq!(storage.syncs.load(Ordering::SeqCst), 0, "woken before the answers");
-    drop(appended);
+    }
+    panic!("the writer never became free");
+}
+
+/// Waits until `storage` has seen `n` background syncs.
+fn wait_for_syncs(storage: &Flaky, n: usize) {
     for _ in 0..2000 {
-        if storage.syncs.load(Ordering::SeqCst) > 0 {
-            log.close().await.unwrap();
+        if storage.syncs.load(Ordering::SeqCst) >= n {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     panic!("the syncer was never woken");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_syncer_is_woken_only_once_the_inline_group_is_let_go() {
+    let storage = Flaky::default();
+    let log = AuditLog::spawn(flaky_writer(storage.clone(), FsyncPolicy::Batch)).unwrap();
+    // A first group and its sync, so that the syncer (which may have
+    // started after that group was queued) is now waiting for work.
+    drop(hold_now(&log, &[finding(1)]).await);
+    wait_for_syncs(&storage, 1);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let appended = hold_now(&log, &[finding(2)]).await;
+    assert!(matches!(appended[..], [Ok(_)]));
+    // Held (the answers are still being sent): the idle syncer sleeps on.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(storage.syncs.load(Ordering::SeqCst), 1, "woken before the answers");
+    drop(appended);
+    wait_for_syncs(&storage, 2);
+    log.close().await.unwrap();
 }
