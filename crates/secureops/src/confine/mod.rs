@@ -11,6 +11,8 @@
 
 mod child;
 mod fdpass;
+pub mod landlock;
+pub mod seccomp;
 pub mod nft;
 
 use std::io::Write;

@@ -1,0 +1,1 @@
+//! The Landlock layer of `run` (to be written).
