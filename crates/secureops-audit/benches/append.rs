@@ -1,5 +1,6 @@
 //! Append throughput: 64 concurrent appenders on a multi-thread runtime, for
-//! each fsync × sign policy, log file in a temporary folder.
+//! each fsync × sign policy, log file in a temporary folder, its anchor
+//! kept up to date in another (as the guard runs it).
 //!
 //! `cargo bench -p secureops-audit --bench append -- --warm-up-time 1 --measurement-time 2`
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -54,6 +55,7 @@ fn append(c: &mut Criterion) {
                 fsync,
                 sign,
                 version: "bench".to_owned(),
+                anchor_dir: Some(dir.path().join("anchors")),
                 ..AuditConfig::new(dir.path().join(format!("{name}.jsonl")), dir.path().join("k.key"))
             };
             let log = AuditLog::open(config).unwrap();

@@ -44,6 +44,10 @@ pub struct AuditConfig {
     /// Rotate to a new file once the current one would exceed this many
     /// bytes; 0 never rotates.
     pub rotate_bytes: u64,
+    /// Folder of the log's anchor (see the crate docs, "Anchor"), created
+    /// with mode 0700; it must lie where whoever might tamper with the log
+    /// cannot write. `None`: no anchor.
+    pub anchor_dir: Option<PathBuf>,
     /// Software version recorded in `start` entries.
     #[serde(skip)]
     pub version: String,
@@ -62,7 +66,8 @@ impl AuditConfig {
 
 impl Default for AuditConfig {
     /// The built-in default: `secureops-audit.jsonl` and
-    /// `secureops-audit.key` in the current folder, batch fsync and signing.
+    /// `secureops-audit.key` in the current folder, batch fsync and signing,
+    /// no anchor.
     fn default() -> Self {
         AuditConfig {
             path: PathBuf::from("secureops-audit.jsonl"),
@@ -70,6 +75,7 @@ impl Default for AuditConfig {
             fsync: FsyncPolicy::default(),
             sign: SignPolicy::default(),
             rotate_bytes: 0,
+            anchor_dir: None,
             version: env!("CARGO_PKG_VERSION").to_owned(),
         }
     }

@@ -55,6 +55,32 @@ pub enum AuditError {
         /// Why.
         reason: String,
     },
+    /// Another writer (a second guard) has the log open: two writers would
+    /// interleave two chains in one file.
+    #[error(
+        "audit log '{}' is in use by another writer (another secureops guard is running with it); give each guard its own log",
+        path.display()
+    )]
+    InUse {
+        /// The log file.
+        path: PathBuf,
+    },
+    /// The existing log does not reach, or does not match, what its anchor
+    /// records (see the crate docs, "Anchor"): it was cut back or rewritten
+    /// since, or the anchor was damaged. Continuing would bury that.
+    #[error(
+        "audit log '{}' does not match its anchor '{}': {reason}; keep both as evidence, then move the anchor aside (or use another log path) to start over",
+        path.display(),
+        anchor.display()
+    )]
+    Anchor {
+        /// The log file.
+        path: PathBuf,
+        /// The anchor file.
+        anchor: PathBuf,
+        /// What does not match.
+        reason: String,
+    },
     /// The finding's line would exceed [`crate::MAX_LINE`] bytes.
     #[error("audit entry too large ({len} bytes)")]
     EntryTooLarge {

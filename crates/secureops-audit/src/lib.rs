@@ -47,6 +47,52 @@
 //! file and the `start` of the next), `close` (the `stop` of
 //! [`AuditLog::close`]).
 //!
+//! One writer per log: the writer holds an exclusive `flock` on the file
+//! from before it looks at the tail until [`AuditLog::close`] (or the last
+//! handle is dropped); a second writer gets [`AuditError::InUse`] instead
+//! of interleaving a second chain into the file.
+//!
+//! # Anchor
+//!
+//! The chain alone cannot tell a log cut back to an earlier `stop` (the
+//! first run's lines of a log that had two) from a complete one, and a
+//! `verify` that trusts the key in the first entry accepts a log written
+//! anew under a new key. With [`AuditConfig::anchor_dir`] the writer keeps
+//! an *anchor* there: a small JSON file per log (see [`anchor_path`] and
+//! [`Anchor`]) holding the log's path, the `seq` and line hash of its last
+//! durable entry and the log's public key, signed by that key. It is
+//! updated on a thread of its own after each background sync (fsync=batch:
+//! once the lines it names are synced, so it never claims more than the
+//! disk holds; fsync=always: after the writer's sync), at most every 5 ms,
+//! the newest group winning; the start entry's and the final `stop`'s
+//! anchors are written (and synced) before [`AuditLog::open`] and
+//! [`AuditLog::close`] return. Decisions never wait for it. A failed update
+//! is logged once per episode and fails nothing: the log is the record, the
+//! anchor only a check on it (a later cut of the entries it missed would
+//! then go unnoticed). Over rotations it follows the live `path`, with
+//! `seq` counting over the series.
+//!
+//! [`verify_with_anchor`] then pins the anchor's key (unless a key is
+//! given, which must then be the anchor's) and requires the series to reach
+//! the anchor's `seq` with the very line it records: a log cut back fails
+//! with [`Fault::EndsBeforeAnchor`], one rewritten under a new key with
+//! [`Fault::WrongKey`] on line 1, one re-signed with the same key with
+//! [`Fault::AnchorMismatch`]; an anchor whose signature fails does not load.
+//! [`AuditLog::open`] refuses to continue a log that does not reach or
+//! match its anchor ([`AuditError::Anchor`]): moving the anchor on would
+//! bury the cut.
+//!
+//! What it does not stop: whoever holds the signing key *and* can write the
+//! anchor folder can still rewrite log and anchor consistently; whoever can
+//! write the anchor folder can delete the anchor (then there is "no
+//! anchor", as before). Whoever can write the log, key or not, can still
+//! cut off entries newer than the last anchor update: after a crash of the
+//! guard at most about 5 ms plus one sync's worth, none once the log is
+//! closed (a cut while the guard runs breaks the chain at its next line).
+//! So the anchor only helps where the attacker cannot write it: `secureops
+//! run` keeps it in the guard's state folder, which it hides from the
+//! command.
+//!
 //! # Writing
 //!
 //! A writer thread owns the file (`O_APPEND`) and commits whatever is queued
@@ -86,6 +132,7 @@
 // Tests may unwrap; library code may not (checked by clippy without cfg(test)).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod anchor;
 mod chain;
 mod config;
 mod encode;
@@ -103,6 +150,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+pub use anchor::{ANCHOR_DOMAIN, Anchor, AnchorError, anchor_path};
 pub use chain::{DOMAIN, fingerprint_of};
 pub use config::{AuditConfig, FsyncPolicy, SignPolicy};
 pub use entry::{Entry, EntryKind, MAX_LINE};
@@ -110,7 +158,7 @@ pub use error::AuditError;
 pub use finding::{AuditFinding, Kind, Verdict, Via};
 pub use keys::{generate_key, load_public_key};
 pub use log::{Appended, AuditLog};
-pub use verify::{Fault, VerifyError, VerifyReport, verify};
+pub use verify::{Fault, VerifyError, VerifyReport, verify, verify_with_anchor};
 
 /// Re-exported so callers can name [`load_public_key`]'s result.
 pub use ed25519_dalek::VerifyingKey;

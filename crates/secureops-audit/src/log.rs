@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::anchor::{self, Anchorer};
 use crate::config::AuditConfig;
 use crate::encode::Encoder;
 use crate::error::AuditError;
@@ -12,7 +13,7 @@ use crate::finding::AuditFinding;
 use crate::keys::load_or_create_signing_key;
 use crate::pipe;
 use crate::resume;
-use crate::storage::{FileStorage, Storage};
+use crate::storage::{self, FileStorage, Storage};
 use crate::writer::{self, Inline, Request, Shared, Writer};
 
 /// Requests waiting for the writer. A full queue makes `append` wait; callers
@@ -65,6 +66,8 @@ pub struct AuditLog {
     inline: Option<Arc<dyn Inline>>,
     shared: Arc<Shared>,
     fingerprint: Arc<str>,
+    /// Lets go of the file when the last handle goes.
+    _release: Option<Arc<Release>>,
     /// Set for [`AuditLog::null`]: the next `seq`.
     #[cfg(feature = "null-sink")]
     null: Option<Arc<std::sync::atomic::AtomicU64>>,
@@ -79,27 +82,61 @@ impl std::fmt::Debug for AuditLog {
     }
 }
 
+/// Lets go of the log file (and its lock) when the last [`AuditLog`] handle
+/// is dropped, closed or not, so the log can be opened again at once.
+struct Release(Arc<dyn Inline>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
 impl AuditLog {
     /// Loads (or creates, mode 0600) the signing key, opens `path` for append
-    /// (creating it, mode 0600), starts the writer and appends the signed
-    /// `start` entry.
+    /// (creating it, mode 0600) and locks it, starts the writer and appends
+    /// the signed `start` entry.
     ///
     /// An existing log is continued: the `start` entry links to its last line
     /// (see the crate docs for torn last lines). With `rotate_bytes > 0` the
-    /// writer rotates files as described in the crate docs.
+    /// writer rotates files as described in the crate docs. With
+    /// `anchor_dir` the existing log must reach what its anchor records, and
+    /// the anchor is kept up to date (see the crate docs, "Anchor").
     ///
     /// # Errors
     /// The key file is too open ([`AuditError::KeyPermissions`]) or invalid,
-    /// the existing log cannot be continued, or the `start` entry cannot be
-    /// written and synced.
+    /// another writer has the log open ([`AuditError::InUse`]), the existing
+    /// log cannot be continued or does not match its anchor
+    /// ([`AuditError::Anchor`]), or the `start` entry cannot be written and
+    /// synced.
     pub fn open(config: AuditConfig) -> Result<AuditLog, AuditError> {
         let key = load_or_create_signing_key(&config.signing_key)?;
+        // Locked before the tail is looked at (and maybe repaired): a
+        // running writer may be in the middle of a line.
+        let file = storage::open_append(&config.path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                AuditError::InUse {
+                    path: config.path.clone(),
+                }
+            } else {
+                AuditError::io(&config.path, e)
+            }
+        })?;
         let resume = resume::prepare(&config.path, &key.verifying_key())?;
-        let storage = FileStorage::open(&config.path, resume.rotated).map_err(|e| AuditError::io(&config.path, e))?;
+        let anchorer = match &config.anchor_dir {
+            Some(dir) => {
+                let log = anchor::canonical_log_path(&config.path);
+                anchor::check_resume(dir, &config.path, &key.verifying_key(), resume.head)?;
+                Some(Arc::new(Anchorer::new(dir, &log, key.clone())))
+            }
+            None => None,
+        };
+        let storage =
+            FileStorage::with_file(&config.path, file, resume.rotated).map_err(|e| AuditError::io(&config.path, e))?;
         let reason = if resume.continues() { "restart" } else { "start" };
         let detail = (!resume.notes.is_empty()).then(|| resume.notes.join("; "));
         let enc = Encoder::new(key, config.version.clone());
-        let writer = Writer::new(storage, enc, resume.head, &config, reason, detail);
+        let writer = Writer::new(storage, enc, resume.head, &config, reason, detail, anchorer);
         Self::spawn(writer)
     }
 
@@ -110,6 +147,7 @@ impl AuditLog {
         writer
             .commit(&[], false, &mut Vec::new())
             .map_err(|e| AuditError::io(&path, e))?;
+        writer.flush_anchor();
         let fingerprint: Arc<str> = Arc::from(writer.fingerprint());
         let (tx, rx) = mpsc::channel(QUEUE);
         let shared = Arc::new(Shared::default());
@@ -120,6 +158,15 @@ impl AuditLog {
             .spawn(move || pipe::sync_loop(pipe, syncer_shared))
             .map_err(|e| AuditError::io(&path, e))?;
         let pipe = writer.pipe();
+        if let Some(anchorer) = writer.anchorer()
+            && let Err(e) = std::thread::Builder::new()
+                .name("secureops-audit-anchor".to_owned())
+                .spawn(move || anchorer.run())
+        {
+            // The syncer stops, and tells the anchorer (no thread) so.
+            pipe.shutdown();
+            return Err(AuditError::io(&path, e));
+        }
         let writer = Arc::new(Mutex::new(writer));
         let inline: Arc<dyn Inline> = Arc::clone(&writer) as Arc<dyn Inline>;
         if let Err(e) = std::thread::Builder::new()
@@ -131,6 +178,7 @@ impl AuditLog {
         }
         Ok(AuditLog {
             tx,
+            _release: Some(Arc::new(Release(Arc::clone(&inline)))),
             inline: Some(inline),
             shared,
             fingerprint,
@@ -150,6 +198,7 @@ impl AuditLog {
             inline: None,
             shared: Arc::default(),
             fingerprint: Arc::from("null"),
+            _release: None,
             null: Some(Arc::new(std::sync::atomic::AtomicU64::new(1))),
         }
     }

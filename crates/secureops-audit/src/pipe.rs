@@ -22,6 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::anchor::{Anchorer, Point};
 use crate::error::AuditError;
 use crate::storage::SyncFn;
 use crate::writer::{Reply, Shared, Slot};
@@ -34,6 +35,8 @@ pub(crate) struct Written {
     pub replies: Vec<(Reply, Slot)>,
     /// The close request and the entry count, if the group ends with `stop`.
     pub close: Option<(Reply, u64)>,
+    /// The group's last (signed) entry, for the anchor once it is durable.
+    pub anchor: Option<Point>,
 }
 
 impl Written {
@@ -109,10 +112,12 @@ pub(crate) struct Pipe {
     state: Mutex<State>,
     cond: Condvar,
     path: PathBuf,
+    /// Told each durable point (see [`crate::anchor`]).
+    anchor: Option<Arc<Anchorer>>,
 }
 
 impl Pipe {
-    pub(crate) fn new(path: PathBuf) -> Self {
+    pub(crate) fn new(path: PathBuf, anchor: Option<Arc<Anchorer>>) -> Self {
         Pipe {
             state: Mutex::new(State {
                 queue: Vec::new(),
@@ -125,6 +130,7 @@ impl Pipe {
             }),
             cond: Condvar::new(),
             path,
+            anchor,
         }
     }
 
@@ -245,6 +251,9 @@ pub(crate) fn sync_loop(pipe: Arc<Pipe>, shared: Arc<Shared>) {
                 st = pipe.wait(st);
             }
             if st.queue.is_empty() {
+                if let Some(anchor) = &pipe.anchor {
+                    anchor.shutdown();
+                }
                 return;
             }
             let not_before = last_started.map(|t| t + SYNC_INTERVAL);
@@ -299,8 +308,17 @@ pub(crate) fn sync_loop(pipe: Arc<Pipe>, shared: Arc<Shared>) {
             pipe.cond.notify_all();
         }
         let result = result.map_err(|e| (e.kind(), e.to_string()));
+        // Durable now: the anchor may name the newest group, after the
+        // answers (a post may wake the anchor thread).
+        let point = result
+            .is_ok()
+            .then(|| batch.iter().rev().find_map(|w| w.anchor))
+            .flatten();
         for written in batch.drain(..) {
             written.answer(&result, &pipe.path);
+        }
+        if let (Some(anchor), Some(point)) = (&pipe.anchor, point) {
+            anchor.post(point);
         }
     }
 }

@@ -43,9 +43,14 @@ pub(crate) trait Storage: Send + 'static {
     fn rotate(&mut self) -> io::Result<()>;
     /// The current file, for messages.
     fn path(&self) -> &Path;
+    /// Lets go of the file for good (the log is closed or abandoned): its
+    /// lock is released at once, so the next writer can start. Later
+    /// appends fail.
+    fn release(&mut self) {}
 }
 
-/// The real thing: one file opened `O_APPEND`, mode 0600 when created.
+/// The real thing: one file opened `O_APPEND`, mode 0600 when created, and
+/// locked (see [`open_append`]).
 pub(crate) struct FileStorage {
     path: PathBuf,
     file: Option<Arc<File>>,
@@ -54,13 +59,22 @@ pub(crate) struct FileStorage {
     dirty: bool,
     /// Highest `n` of the rotated siblings `<stem>.<n>.<ext>`.
     rotated: u64,
+    /// [`Storage::release`]d: never open the file again.
+    released: bool,
 }
 
 impl FileStorage {
-    /// Opens (creating) `path` for appending. `rotated` is the highest
-    /// existing rotation number (see [`rotated_name`]).
+    /// Opens (creating and locking) `path` for appending. `rotated` is the
+    /// highest existing rotation number (see [`rotated_name`]).
+    #[cfg(test)]
     pub(crate) fn open(path: &Path, rotated: u64) -> io::Result<FileStorage> {
-        let (file, len) = open_append(path)?;
+        Self::with_file(path, open_append(path)?, rotated)
+    }
+
+    /// Continues in `file`, opened by [`open_append`] (before the tail of the
+    /// log was repaired, so that no other writer was at it meanwhile).
+    pub(crate) fn with_file(path: &Path, file: File, rotated: u64) -> io::Result<FileStorage> {
+        let len = file_len(&file)?;
         Ok(FileStorage {
             path: path.to_owned(),
             file: Some(Arc::new(file)),
@@ -68,30 +82,46 @@ impl FileStorage {
             pending: 0,
             dirty: false,
             rotated,
+            released: false,
         })
     }
 
     fn file(&mut self) -> io::Result<&Arc<File>> {
+        if self.released {
+            return Err(io::Error::other("the audit log file was let go (closed)"));
+        }
         if self.file.is_none() {
             // A rotation left us without a file: start the new one now.
-            let (file, len) = open_append(&self.path)?;
-            self.committed = len;
+            let file = open_append(&self.path)?;
+            self.committed = file_len(&file)?;
             self.file = Some(Arc::new(file));
         }
         self.file.as_ref().ok_or_else(|| io::Error::other("log file not open"))
     }
 }
 
-/// Opens `path` with `O_APPEND`, creating it with mode 0600. Returns the file
-/// and its length (0 for non-regular files such as `/dev/full`).
-fn open_append(path: &Path) -> io::Result<(File, u64)> {
+/// Opens `path` with `O_APPEND`, creating it with mode 0600, and takes an
+/// exclusive `flock` on it (regular files only), so a second writer fails
+/// with [`io::ErrorKind::WouldBlock`] instead of interleaving its chain
+/// with ours. The lock goes with the last descriptor, or on
+/// [`Storage::release`].
+pub(crate) fn open_append(path: &Path) -> io::Result<File> {
     let file = OpenOptions::new().append(true).create(true).mode(0o600).open(path)?;
     let meta = file.metadata()?;
-    if meta.is_file() && meta.len() == 0 {
-        // Make the new directory entry durable too; best effort.
-        sync_parent(path);
+    if meta.is_file() {
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(io::Error::from)?;
+        if meta.len() == 0 {
+            // Make the new directory entry durable too; best effort.
+            sync_parent(path);
+        }
     }
-    Ok((file, if meta.is_file() { meta.len() } else { 0 }))
+    Ok(file)
+}
+
+/// The file's length (0 for non-regular files such as `/dev/full`).
+fn file_len(file: &File) -> io::Result<u64> {
+    let meta = file.metadata()?;
+    Ok(if meta.is_file() { meta.len() } else { 0 })
 }
 
 fn sync_parent(path: &Path) {
@@ -175,6 +205,17 @@ impl Storage for FileStorage {
 
     fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn release(&mut self) {
+        self.released = true;
+        if let Some(file) = self.file.take() {
+            // The syncer may still hold the descriptor for a last sync: unlock
+            // explicitly rather than wait for it to go.
+            if let Err(e) = rustix::fs::flock(&*file, rustix::fs::FlockOperation::Unlock) {
+                tracing::debug!(path = %self.path.display(), error = %e, "could not unlock the audit log");
+            }
+        }
     }
 }
 

@@ -46,6 +46,7 @@ fn file_writer(path: &Path, sign: SignPolicy, fsync: FsyncPolicy) -> Writer<File
         &config(sign, fsync),
         "start",
         None,
+        None,
     )
 }
 
@@ -241,6 +242,7 @@ fn rotating_writer(storage: Flaky, fsync: FsyncPolicy, rotate_bytes: u64) -> Wri
         ChainHead::GENESIS,
         &config,
         "start",
+        None,
         None,
     )
 }

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use ed25519_dalek::VerifyingKey;
 
+use crate::anchor::Anchor;
 use crate::chain::{GENESIS, decode_pubkey, decode_sig, fingerprint_of, parse_hex32, sha256, verify_head};
 use crate::entry::{Entry, EntryKind, MAX_LINE};
 
@@ -23,10 +24,14 @@ pub struct VerifyReport {
     /// Fingerprint of the key the log is signed with.
     pub fingerprint: String,
     /// `true` when that key was given (pinned); `false` when the key recorded
-    /// in the first `start` entry was trusted.
+    /// in the first `start` entry was trusted (and, with an anchor, had to be
+    /// the anchor's).
     pub key_pinned: bool,
     /// `true` when the last line is a `stop` entry.
     pub closed: bool,
+    /// With an anchor: its `seq`, which the log reaches with the very line
+    /// the anchor records.
+    pub anchor_seq: Option<u64>,
 }
 
 /// The first bad line: where, and why.
@@ -125,6 +130,33 @@ pub enum Fault {
         /// 1-based line (in the error's file) of the first uncovered entry.
         first_unsigned_line: u64,
     },
+    /// The log ends before the entry its anchor records: lines were cut
+    /// off its end (e.g. back to an earlier `stop`, which looks complete).
+    #[error(
+        "log cut back: it ends at seq {last_seq}, but its anchor records entries up to seq {anchor_seq} (the entries after seq {last_seq} were removed)"
+    )]
+    EndsBeforeAnchor {
+        /// `seq` the anchor records.
+        anchor_seq: u64,
+        /// `seq` of the log's last entry.
+        last_seq: u64,
+    },
+    /// The entry at the anchor's `seq` is not the one the anchor records:
+    /// the log was rewritten (and re-signed) up to here.
+    #[error("entry seq {seq} is not the one its anchor records: the log was rewritten")]
+    AnchorMismatch {
+        /// The anchored `seq`.
+        seq: u64,
+    },
+    /// The anchor is signed by another key than the pinned one, which the
+    /// log itself is signed with (reported on the anchor file, line 0).
+    #[error("the anchor is signed by {anchor}, not by the pinned key {pinned}")]
+    AnchorKey {
+        /// Fingerprint of the anchor's key.
+        anchor: String,
+        /// Fingerprint of the pinned key.
+        pinned: String,
+    },
     /// The file has no lines.
     #[error("empty log")]
     Empty,
@@ -142,6 +174,30 @@ pub enum Fault {
 /// # Errors
 /// The first bad line, 1-based within its file.
 pub fn verify(paths: &[PathBuf], pinned: Option<&VerifyingKey>, allow_open: bool) -> Result<VerifyReport, VerifyError> {
+    verify_with_anchor(paths, pinned, allow_open, None)
+}
+
+/// [`verify`], and with an `anchor` (see the crate docs, "Anchor"), also:
+/// without `pinned`, the anchor's key is pinned (so a log rewritten under a
+/// new key fails with [`Fault::WrongKey`] on line 1); with it, the anchor
+/// must be signed by that key ([`Fault::AnchorKey`]); and the series must
+/// reach the anchor's `seq` ([`Fault::EndsBeforeAnchor`]) with the line the
+/// anchor records ([`Fault::AnchorMismatch`]).
+///
+/// # Errors
+/// The first bad line, 1-based within its file.
+pub fn verify_with_anchor(
+    paths: &[PathBuf],
+    pinned: Option<&VerifyingKey>,
+    allow_open: bool,
+    anchor: Option<&Anchor>,
+) -> Result<VerifyReport, VerifyError> {
+    // An anchor by another key than the pinned one says nothing about the
+    // log: the log is checked without it, then the anchor fails.
+    let foreign = anchor.filter(|a| pinned.is_some_and(|p| p != a.key()));
+    let anchor = anchor.filter(|_| foreign.is_none());
+    let key_pinned = pinned.is_some();
+    let pinned = pinned.or(anchor.map(Anchor::key));
     let Some(first_path) = paths.first() else {
         return Err(VerifyError {
             file: PathBuf::new(),
@@ -170,7 +226,35 @@ pub fn verify(paths: &[PathBuf], pinned: Option<&VerifyingKey>, allow_open: bool
             let (pos, fault) = refine(&v, pos, &current, fault, &mut lines);
             return Err(at(pos, fault));
         }
+        if let Some(anchor) = anchor
+            && Some(v.expected_seq) == anchor.seq().checked_add(1)
+            && v.prev != anchor.head()
+        {
+            return Err(at(pos, Fault::AnchorMismatch { seq: anchor.seq() }));
+        }
         last = pos;
+    }
+    if let (Some(foreign), Some(pinned)) = (foreign, pinned) {
+        return Err(VerifyError {
+            file: foreign.file().to_owned(),
+            line: 0,
+            fault: Fault::AnchorKey {
+                anchor: foreign.fingerprint(),
+                pinned: fingerprint_of(pinned),
+            },
+        });
+    }
+    let last_seq = v.expected_seq.saturating_sub(1);
+    if let Some(anchor) = anchor
+        && last_seq < anchor.seq()
+    {
+        return Err(at(
+            last,
+            Fault::EndsBeforeAnchor {
+                anchor_seq: anchor.seq(),
+                last_seq,
+            },
+        ));
     }
     if let Some(first) = v.uncovered {
         return Err(at(
@@ -187,8 +271,9 @@ pub fn verify(paths: &[PathBuf], pinned: Option<&VerifyingKey>, allow_open: bool
     Ok(VerifyReport {
         entries: v.entries,
         fingerprint: v.key.as_ref().map(fingerprint_of).unwrap_or_default(),
-        key_pinned: pinned.is_some(),
+        key_pinned,
         closed,
+        anchor_seq: anchor.map(Anchor::seq),
     })
 }
 

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, TryLockError};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::anchor::{Anchorer, Point};
 use crate::config::{AuditConfig, FsyncPolicy, SignPolicy};
 use crate::encode::{Body, Encoder};
 use crate::error::AuditError;
@@ -101,6 +102,7 @@ pub(crate) struct Writer<S: Storage> {
     buf: Vec<u8>,
     line_ends: Vec<usize>,
     pipe: Arc<Pipe>,
+    anchor: Option<Arc<Anchorer>>,
 }
 
 impl<S: Storage> Writer<S> {
@@ -111,12 +113,13 @@ impl<S: Storage> Writer<S> {
         config: &AuditConfig,
         start_reason: &'static str,
         start_detail: Option<String>,
+        anchor: Option<Arc<Anchorer>>,
     ) -> Self {
         let start = Some(PendingStart {
             reason: start_reason,
             detail: start_detail,
         });
-        let pipe = Arc::new(Pipe::new(storage.path().to_owned()));
+        let pipe = Arc::new(Pipe::new(storage.path().to_owned(), anchor.clone()));
         Writer {
             storage,
             enc,
@@ -129,6 +132,7 @@ impl<S: Storage> Writer<S> {
             buf: Vec::with_capacity(64 * 1024),
             line_ends: Vec::with_capacity(MAX_GROUP + 2),
             pipe,
+            anchor,
         }
     }
 
@@ -142,6 +146,40 @@ impl<S: Storage> Writer<S> {
 
     pub(crate) fn pipe(&self) -> Arc<Pipe> {
         Arc::clone(&self.pipe)
+    }
+
+    pub(crate) fn anchorer(&self) -> Option<Arc<Anchorer>> {
+        self.anchor.clone()
+    }
+
+    /// The last line written: the last entry of the last group, always
+    /// signed (see [`Writer::build`]).
+    fn point(&self) -> Option<Point> {
+        let seq = self.head.next_seq.checked_sub(1)?;
+        Some(Point {
+            seq,
+            head: self.head.prev,
+        })
+    }
+
+    /// Writes the anchor for everything written so far, now; only once it
+    /// is durable (after [`Writer::commit`], or a group of fsync=always).
+    pub(crate) fn flush_anchor(&self) {
+        if let (Some(anchor), Some(point)) = (&self.anchor, self.point()) {
+            anchor.flush(point);
+        }
+    }
+
+    /// The `stop` is durable: the final anchor, then let go of the file, so
+    /// that whoever waits for the close can open the log again at once.
+    fn finish(&mut self) {
+        self.flush_anchor();
+        self.storage.release();
+    }
+
+    /// Lets go of the file (every handle is gone).
+    pub(crate) fn release(&mut self) {
+        self.storage.release();
     }
 
     pub(crate) fn mark(&self) -> Mark {
@@ -244,6 +282,8 @@ impl<S: Storage> Writer<S> {
                 // written; the syncer makes it durable shortly after (see
                 // the crate docs). A `stop` still waits for its sync.
                 let early = sync.is_some();
+                // Only fsync=always gets here with a close (see above).
+                let close = close.zip(count);
                 let written = Written {
                     sync,
                     replies: if early {
@@ -251,7 +291,8 @@ impl<S: Storage> Writer<S> {
                     } else {
                         replies.drain(..).zip(slots.drain(..)).collect()
                     },
-                    close: close.zip(count),
+                    close: None,
+                    anchor: self.point(),
                 };
                 match self.pipe.push(written) {
                     Ok(wake) => {
@@ -260,6 +301,12 @@ impl<S: Storage> Writer<S> {
                         }
                         // The syncer only after the answers (see SyncWake).
                         drop(wake);
+                        if let Some(close) = close {
+                            // The `stop` is synced already; the group's
+                            // decisions are answered meanwhile.
+                            self.finish();
+                            self.push_close(close, &path);
+                        }
                     }
                     Err(written) => {
                         // A sync failed while this group was being written:
@@ -272,7 +319,7 @@ impl<S: Storage> Writer<S> {
                                 .into_iter()
                                 .map(|(r, _)| r)
                                 .chain(replies.drain(..))
-                                .chain(written.close.map(|(r, _)| r)),
+                                .chain(close.map(|(r, _)| r)),
                             &path,
                             &e,
                         );
@@ -315,23 +362,26 @@ impl<S: Storage> Writer<S> {
         for (reply, slot) in replies.drain(..).zip(slots.drain(..)) {
             crate::pipe::answer(reply, slot, &Ok(()), &path);
         }
-        // Already durable: the syncer only marks the log closed and
-        // answers the close.
+        self.finish();
+        self.push_close((close, count), &path);
+        self.pipe.closed()
+    }
+
+    /// Hands the answer to a close whose `stop` is durable to the syncer,
+    /// which marks the log closed and answers it.
+    fn push_close(&self, close: (Reply, u64), path: &std::path::Path) {
         let written = Written {
             sync: None,
             replies: Vec::new(),
-            close: Some((close, count)),
+            close: Some(close),
+            anchor: None,
         };
         match self.pipe.push(written) {
-            Ok(wake) => {
-                // The close waits for the syncer: wake it first.
-                drop(wake);
-                self.pipe.closed()
-            }
+            // The close waits for the syncer: wake it now.
+            Ok(wake) => drop(wake),
             Err(written) => {
                 let e = io::Error::other(SYNC_FAILED);
-                fail(written.close.map(|(r, _)| r).into_iter(), &path, &e);
-                false
+                fail(written.close.map(|(r, _)| r).into_iter(), path, &e);
             }
         }
     }
@@ -531,9 +581,16 @@ pub(crate) trait Inline: Send + Sync {
     /// Commits `findings` as one group if the writer is free at this moment
     /// and fsync=batch; `None` otherwise (nothing written).
     fn try_commit(&self, findings: &[AuditFinding]) -> Option<Appended>;
+    /// Lets go of the log file (see [`Storage::release`]).
+    fn release(&self);
 }
 
 impl<S: Storage> Inline for Mutex<Writer<S>> {
+    fn release(&self) {
+        // Even after a panic: the file must be let go.
+        self.lock().unwrap_or_else(std::sync::PoisonError::into_inner).release();
+    }
+
     fn try_commit(&self, findings: &[AuditFinding]) -> Option<Appended> {
         // Never wait: the writer thread (or another caller) holding the
         // lock is committing a group, and may be waiting for a sync.
@@ -596,6 +653,7 @@ impl<S: Storage> Writer<S> {
             sync,
             replies: Vec::new(),
             close: None,
+            anchor: self.point(),
         };
         match self.pipe.push(written) {
             Ok(wake) => Ok(Some(wake)),

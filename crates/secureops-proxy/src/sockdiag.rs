@@ -84,9 +84,12 @@ impl SockDiag {
 /// A raw sock_diag socket in the current network namespace (to be handed
 /// to a supervisor outside it).
 pub fn socket() -> std::io::Result<OwnedFd> {
-    Ok(rustix::net::socket(
+    // Close-on-exec: a command started later must never hold it (its
+    // replies are matched by sequence number only).
+    Ok(rustix::net::socket_with(
         rustix::net::AddressFamily::NETLINK,
         rustix::net::SocketType::DGRAM,
+        rustix::net::SocketFlags::CLOEXEC,
         Some(rustix::net::netlink::SOCK_DIAG),
     )?)
 }

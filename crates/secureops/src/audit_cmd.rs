@@ -1,17 +1,23 @@
 //! `secureops audit verify|show` and `secureops keygen`.
 
 use std::io::{BufRead, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use secureops_audit::{Anchor, AnchorError, Fault};
 
 use crate::cli::{AuditCommand, DecisionFilter};
 
 /// Runs an `audit` subcommand; verify exits 1 on a bad log.
 pub fn audit(action: AuditCommand) -> ExitCode {
     let result = match action {
-        AuditCommand::Verify { files, pubkey, open } => verify(&files, pubkey.as_deref(), open),
+        AuditCommand::Verify {
+            files,
+            pubkey,
+            open,
+            anchor,
+        } => verify(&files, pubkey.as_deref(), open, anchor.as_deref()),
         AuditCommand::Show { file, decision, json } => show(&file, decision, json),
     };
     match result {
@@ -23,14 +29,37 @@ pub fn audit(action: AuditCommand) -> ExitCode {
     }
 }
 
-fn verify(files: &[std::path::PathBuf], pubkey: Option<&Path>, open: bool) -> anyhow::Result<ExitCode> {
+/// The anchor to check `files` against: `explicit`, else the guard's own for
+/// the last file (see `secureops_audit::Anchor::find`). `Ok(Err(code))`: an
+/// anchor that does not verify, reported; `Err`: one that cannot be read.
+fn anchor_for(files: &[PathBuf], explicit: Option<&Path>) -> anyhow::Result<Result<Option<Anchor>, ExitCode>> {
+    let found = match (explicit, files.last()) {
+        (Some(file), _) => Anchor::load(file).map(Some),
+        (None, Some(log)) => Anchor::find(&crate::config::state_dir().join("anchors"), log),
+        (None, None) => Ok(None),
+    };
+    match found {
+        Ok(anchor) => Ok(Ok(anchor)),
+        Err(e @ AnchorError::Io { .. }) => Err(anyhow::Error::new(e).context("cannot read the log's anchor")),
+        Err(e) => {
+            println!("FAILED {e}");
+            Ok(Err(ExitCode::from(1)))
+        }
+    }
+}
+
+fn verify(files: &[PathBuf], pubkey: Option<&Path>, open: bool, anchor: Option<&Path>) -> anyhow::Result<ExitCode> {
     let pinned = match pubkey {
         Some(p) => {
             Some(secureops_audit::load_public_key(p).with_context(|| format!("cannot read key {}", p.display()))?)
         }
         None => None,
     };
-    match secureops_audit::verify(files, pinned.as_ref(), open) {
+    let anchor = match anchor_for(files, anchor)? {
+        Ok(anchor) => anchor,
+        Err(code) => return Ok(code),
+    };
+    match secureops_audit::verify_with_anchor(files, pinned.as_ref(), open, anchor.as_ref()) {
         Ok(report) => {
             println!("ok {} entries", report.entries);
             if report.key_pinned {
@@ -44,6 +73,12 @@ fn verify(files: &[std::path::PathBuf], pubkey: Option<&Path>, open: bool) -> an
             if !report.closed {
                 println!("log is open (no closing entry yet)");
             }
+            match (&anchor, report.anchor_seq) {
+                (Some(anchor), Some(seq)) => println!("anchor: seq {seq} matches ({})", anchor.file().display()),
+                _ => println!(
+                    "no anchor found for this log (a log cut back to an earlier stop cannot be told from a complete one)"
+                ),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -53,8 +88,24 @@ fn verify(files: &[std::path::PathBuf], pubkey: Option<&Path>, open: bool) -> an
             } else {
                 println!("FAILED {}:{}: {}", e.file.display(), e.line, e.fault);
             }
-            if matches!(e.fault, secureops_audit::Fault::NotClosed) {
+            if matches!(e.fault, Fault::NotClosed) {
                 println!("hint: a log that is still being written verifies with --open");
+            }
+            if let Some(anchor) = &anchor {
+                match e.fault {
+                    Fault::EndsBeforeAnchor { .. } | Fault::AnchorMismatch { .. } => println!(
+                        "hint: the anchor {} records seq {}, signed by {}",
+                        anchor.file().display(),
+                        anchor.seq(),
+                        anchor.fingerprint()
+                    ),
+                    Fault::WrongKey { .. } if pinned.is_none() && e.line == 1 => println!(
+                        "hint: the anchor {} names key {}: the log was written anew under another key",
+                        anchor.file().display(),
+                        anchor.fingerprint()
+                    ),
+                    _ => {}
+                }
             }
             Ok(ExitCode::from(1))
         }

@@ -40,6 +40,10 @@ pub enum Command {
         /// tool that ignores them is not stopped.
         #[arg(long)]
         weak: bool,
+        /// Run CMD as this account (root only; overrides [run] user). As
+        /// root, CMD otherwise owns root's files.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
         /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<String>,
@@ -108,11 +112,17 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
-    /// Print this platform's enforcement tier and why.
+    /// Print this platform's enforcement tier, then each confinement layer
+    /// of `run` (on/off and why).
     Tier {
         /// Machine-readable output.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "probe")]
         json: bool,
+        /// Run the escape drill in a throwaway run on this machine: one line
+        /// per attempt, `blocked NAME` or `OPEN NAME: why`; exit 1 if any is
+        /// open. Run it on every new host.
+        #[arg(long)]
+        probe: bool,
     },
     /// Internal: set up the namespace for `run` and become CMD.
     #[command(name = "__ns-child", hide = true)]
@@ -147,6 +157,10 @@ pub enum AuditCommand {
         /// Accept a log that is still being written (no closing entry).
         #[arg(long)]
         open: bool,
+        /// Check against this anchor instead of the one the guard keeps for
+        /// the last FILE in its state folder.
+        #[arg(long, value_name = "FILE")]
+        anchor: Option<PathBuf>,
     },
     /// Print a log as a table (or filtered JSON lines with --json).
     Show {

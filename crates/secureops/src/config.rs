@@ -13,6 +13,9 @@ use secureops_proxy::{DnsConfig, ProxyConfig, SinkholeMode};
 use serde::Deserialize;
 use toml::Spanned;
 
+mod run_section;
+pub use run_section::{RunSection, expand};
+
 /// A configuration error, located in its file.
 #[derive(Debug)]
 pub struct ConfigError {
@@ -48,6 +51,8 @@ pub struct Config {
     pub context: ContextSection,
     /// `[escalation]`: the control socket and how long a held request waits
     pub escalation: EscalationSection,
+    /// `[run]`: host sockets and paths under `secureops run`
+    pub run: RunSection,
 }
 
 /// `[proxy]`
@@ -244,6 +249,12 @@ pub struct Loaded {
     pub warnings: Vec<String>,
     /// `[context]`, compiled; `None` when it sets nothing.
     pub context: Option<ContextLoaded>,
+    /// Whether the file names `[audit] path` (else `run` keeps its log in
+    /// the state folder, out of CMD's reach).
+    pub audit_path_set: bool,
+    /// Whether the file names `[audit] signing_key` (else `run` keeps the
+    /// key in the state folder).
+    pub audit_key_set: bool,
 }
 
 /// `[context]` turned into what the PDP takes.
@@ -271,6 +282,23 @@ fn rule_list(
         list.push(parsed);
     }
     Ok(list)
+}
+
+/// The guard's own state folder: `$XDG_STATE_HOME/secureops` when that is
+/// set (absolute), else `/var/lib/secureops` for root, else
+/// `~/.local/state/secureops`. `run` hides it from CMD.
+pub fn state_dir() -> PathBuf {
+    match std::env::var_os("XDG_STATE_HOME").map(PathBuf::from) {
+        Some(p) if p.is_absolute() => p.join("secureops"),
+        _ if rustix::process::geteuid().is_root() => PathBuf::from("/var/lib/secureops"),
+        _ => agent_home().join(".local/state/secureops"),
+    }
+}
+
+/// Where `run` keeps its audit log and key by default (in [`state_dir`]).
+pub fn run_audit_default() -> (PathBuf, PathBuf) {
+    let dir = state_dir();
+    (dir.join("audit.jsonl"), dir.join("audit.key"))
 }
 
 /// The home of the user the agent runs as (the invoking user under sudo).
@@ -434,7 +462,13 @@ fn check(raw: Config, text: &str, file: &str, base: PathBuf) -> Result<Loaded, C
         warnings.push("[proxy] transparent_listen is not served by this version (see README, roadmap)".into());
     }
     let context = context(&raw.context, &err_at)?;
+    raw.run.check().map_err(|(span, m)| err_at(span, m))?;
+    warnings.extend(raw.run.warnings());
+    let table = text.parse::<toml::Table>().ok();
+    let audit_set = |key: &str| table.as_ref().and_then(|t| t.get("audit")?.get(key)).is_some();
     Ok(Loaded {
+        audit_path_set: audit_set("path"),
+        audit_key_set: audit_set("signing_key"),
         raw,
         allowlist,
         private,
@@ -515,6 +549,8 @@ impl Loaded {
             fsync: a.fsync,
             sign: a.sign,
             rotate_bytes: a.rotate_bytes,
+            // Outside the log's folder, hidden from CMD by `run`.
+            anchor_dir: Some(state_dir().join("anchors")),
             version: format!("secureops {}", env!("CARGO_PKG_VERSION")),
         }
     }

@@ -8,6 +8,7 @@ mod cli;
 mod config;
 mod confine;
 mod escalate_cmd;
+mod probe;
 mod run;
 mod serve;
 
@@ -37,8 +38,9 @@ fn main() -> ExitCode {
             allow,
             audit,
             weak,
+            user,
             cmd,
-        } => run::run(config.as_deref(), &allow, audit.as_deref(), weak, &cmd),
+        } => run::run(config.as_deref(), &allow, audit.as_deref(), weak, user.as_deref(), &cmd),
         Command::Check { config, pid, dest } => return check::check(config.as_deref(), pid, &dest),
         Command::Audit { action } => return audit_cmd::audit(action),
         Command::Pending { config, json } => return escalate_cmd::pending(config.as_deref(), json),
@@ -47,7 +49,11 @@ fn main() -> ExitCode {
         }
         Command::Deny { config, remember, id } => return escalate_cmd::answer(config.as_deref(), id, false, remember),
         Command::Keygen { out } => audit_cmd::keygen(&out),
-        Command::Tier { json } => {
+        Command::Tier { json, probe: true } => {
+            let _ = json;
+            probe::probe()
+        }
+        Command::Tier { json, probe: false } => {
             run::tier(json);
             Ok(ExitCode::SUCCESS)
         }

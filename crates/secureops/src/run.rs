@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -21,6 +21,7 @@ pub fn run(
     allow: &[String],
     audit: Option<&Path>,
     weak: bool,
+    user: Option<&str>,
     cmd: &[String],
 ) -> anyhow::Result<ExitCode> {
     let mut loaded = load(config)?;
@@ -28,9 +29,38 @@ pub fn run(
         let parsed: Rule = rule.parse().with_context(|| format!("--allow {rule:?}"))?;
         loaded.allowlist.push(parsed);
     }
+    let run_as = match user.or(loaded.raw.run.user.as_deref()) {
+        Some(name) => {
+            if !rustix::process::geteuid().is_root() {
+                bail!("--user / [run] user needs root");
+            }
+            Some(confine::RunAs::lookup(name)?)
+        }
+        None => confine::RunAs::sudo_user(),
+    };
+    // The log and key stay out of CMD's working folder unless the user
+    // put them somewhere on purpose (contract: the state folder).
+    let (log, key) = crate::config::run_audit_default();
+    if (audit.is_none() && !loaded.audit_path_set) || !loaded.audit_key_set {
+        let dir = crate::config::state_dir();
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&dir)
+            .with_context(|| format!("cannot create the state folder {} (set XDG_STATE_HOME)", dir.display()))?;
+    }
+    if audit.is_none() && !loaded.audit_path_set {
+        loaded.raw.audit.path = log;
+    }
+    if !loaded.audit_key_set {
+        loaded.raw.audit.signing_key = key;
+    }
     // The namespace is created before the runtime starts (see confine).
-    match confine::spawn(cmd) {
-        Ok((confined, listeners)) => run_confined(&loaded, audit, confined, listeners),
+    // A layer this machine should have and cannot put up stops the run
+    // (fail-closed); --weak is the only way to run with less.
+    let confined = confine::seccomp::supported()
+        .map_err(|e| anyhow::anyhow!("no seccomp filter for this machine: {e}"))
+        .and_then(|()| confine::spawn(cmd, run_as.as_ref()));
+    match confined {
+        Ok((confined, listeners)) => run_confined(&loaded, config, audit, run_as.as_ref(), confined, listeners),
         Err(e) if weak => {
             eprintln!(
                 "secureops: warning: {e:#}; running proxy-only (--weak): tools that ignore HTTPS_PROXY are not stopped"
@@ -46,7 +76,9 @@ pub fn run(
 
 fn run_confined(
     loaded: &crate::config::Loaded,
+    config: Option<&Path>,
     audit: Option<&Path>,
+    run_as: Option<&confine::RunAs>,
     mut confined: confine::Confined,
     listeners: confine::Listeners,
 ) -> anyhow::Result<ExitCode> {
@@ -54,20 +86,59 @@ fn run_confined(
     runtime()?.block_on(async move {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut quit = signal(SignalKind::quit())?;
         let guard = Guard::start_confined(loaded, audit, listeners, ProcNet::new(pid)).await?;
-        confined.go().context("cannot start the command")?;
+        let plan = mount_plan(loaded, config, audit, run_as, guard.control_path())?;
+        confined.go(&plan).context("cannot start the command")?;
         let mut child = confined.child;
+        let init = confined.init;
+        let forward = move |sig| {
+            let _ = rustix::process::kill_process(init, sig);
+        };
         let mut wait = tokio::task::spawn_blocking(move || child.wait());
         let status = loop {
             tokio::select! {
                 status = &mut wait => break status.context("wait")??,
-                _ = term.recv() => forward(pid, rustix::process::Signal::TERM),
-                _ = int.recv() => forward(pid, rustix::process::Signal::INT),
+                _ = term.recv() => forward(rustix::process::Signal::TERM),
+                _ = int.recv() => forward(rustix::process::Signal::INT),
+                _ = hup.recv() => forward(rustix::process::Signal::HUP),
+                _ = quit.recv() => forward(rustix::process::Signal::QUIT),
             }
         };
         guard.stop().await?;
         Ok(exit_code(status))
     })
+}
+
+/// The mount plan of this run: what CMD must not see or change.
+fn mount_plan(
+    loaded: &crate::config::Loaded,
+    config: Option<&Path>,
+    audit: Option<&Path>,
+    run_as: Option<&confine::RunAs>,
+    escalation_socket: Option<PathBuf>,
+) -> anyhow::Result<confine::plan::Plan> {
+    let cwd = std::env::current_dir().context("cannot read the working folder")?;
+    let home = run_as.map_or_else(crate::config::agent_home, |r| r.home.clone());
+    let audit_config = loaded.audit_config(audit);
+    let absolute = |p: PathBuf| if p.is_absolute() { p } else { cwd.join(p) };
+    let expand = |list: &[toml::Spanned<String>]| -> Vec<PathBuf> {
+        list.iter().map(|s| crate::config::expand(s.get_ref(), &home)).collect()
+    };
+    let inputs = confine::plan::Inputs {
+        cwd: cwd.clone(),
+        audit_log: absolute(audit_config.path.clone()),
+        audit_key: absolute(audit_config.signing_key.clone()),
+        rotates: audit_config.rotate_bytes > 0,
+        guard_dirs: vec![crate::config::state_dir()],
+        escalation_socket: escalation_socket.map(absolute),
+        configs: config.map(|c| absolute(c.to_path_buf())).into_iter().collect(),
+        hide: expand(&loaded.raw.run.hide),
+        unix_sockets: expand(&loaded.raw.run.unix_sockets),
+        host_sockets: confine::plan::host_sockets(),
+    };
+    confine::plan::Plan::build(&inputs)
 }
 
 /// Proxy-only: the proxy on an ephemeral loopback port and the proxy
@@ -112,11 +183,72 @@ fn forward(pid: u32, sig: rustix::process::Signal) {
     }
 }
 
-/// `secureops tier`: the tier as the first word, then why.
+/// One confinement layer as `tier` reports it.
+pub struct Layer {
+    /// `network`, `mount`, `pid`, `seccomp` or `landlock`.
+    pub name: &'static str,
+    /// Whether `run` puts it up on this machine.
+    pub on: bool,
+    /// What it does here, or why it is off.
+    pub why: String,
+}
+
+/// The layers `run` would put up on this machine.
+pub fn layers() -> Vec<Layer> {
+    let ns = confine::probe();
+    let ns_layer = |name, on_why: &str| Layer {
+        name,
+        on: ns.is_ok(),
+        why: match &ns {
+            Ok(()) => on_why.to_owned(),
+            Err(e) => e.clone(),
+        },
+    };
+    let abi = confine::landlock::abi();
+    vec![
+        ns_layer(
+            "network",
+            "own network namespace: TCP to the guard, DNS to the sinkhole, everything else dropped (nftables)",
+        ),
+        ns_layer(
+            "mount",
+            "own mount namespace: private /tmp, /var/tmp, /run, /dev/shm; audit files, [run] hide and host sockets hidden; configs read-only",
+        ),
+        ns_layer("pid", "own PID namespace and /proc; an init of ours kills what CMD leaves behind"),
+        match confine::seccomp::supported() {
+            Ok(()) => Layer {
+                name: "seccomp",
+                on: true,
+                why: "filter refuses AF_VSOCK/packet/bluetooth/non-route netlink sockets, io_uring, ptrace, process_vm_*, bpf, setns, mount API, new namespaces, TIOCSTI".into(),
+            },
+            Err(e) => Layer {
+                name: "seccomp",
+                on: false,
+                why: e,
+            },
+        },
+        Layer {
+            name: "landlock",
+            on: abi >= 6,
+            why: match abi {
+                0 => "the kernel has no Landlock".into(),
+                1..=5 => format!("ABI {abi}: no signal or abstract-socket scoping before ABI 6 (Linux 6.12)"),
+                6..=8 => format!(
+                    "ABI {abi}: signal and abstract-socket scoping; pathname sockets need ABI 9 (Linux 7.1), masked by the mount layer instead"
+                ),
+                _ => format!("ABI {abi}: signal and abstract-socket scoping, pathname sockets (resolve-unix)"),
+            },
+        },
+    ]
+}
+
+/// `secureops tier`: the tier as the first word, then why, then a line
+/// per layer.
 pub fn tier(json: bool) {
     let lsm = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
     let bpf_lsm = lsm.split(',').any(|l| l.trim() == "bpf");
     let root = rustix::process::geteuid().is_root();
+    let layers = layers();
     let (tier, why) = match confine::probe() {
         Ok(()) => (
             secureops_proxy::EnforcementTier::KernelEnforced,
@@ -141,9 +273,15 @@ pub fn tier(json: bool) {
         "BPF LSM not listed or securityfs not mounted"
     };
     if json {
+        let layer_map: serde_json::Map<String, serde_json::Value> = layers
+            .iter()
+            .map(|l| (l.name.to_owned(), serde_json::json!({"on": l.on, "why": l.why})))
+            .collect();
         let v = serde_json::json!({
             "tier": tier.as_str(),
             "why": why,
+            "layers": layer_map,
+            "landlock_abi": confine::landlock::abi(),
             "root": root,
             "bpf_lsm": bpf_lsm,
             "credential_watch": credwatch.is_ok(),
@@ -151,6 +289,9 @@ pub fn tier(json: bool) {
         println!("{v}");
     } else {
         println!("{} — {why}", tier.as_str());
+        for l in &layers {
+            println!("{}: {} ({})", l.name, if l.on { "on" } else { "off" }, l.why);
+        }
         println!("running as root: {root}; {lsm_note}");
         println!("{cred_note}");
     }

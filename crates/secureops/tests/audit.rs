@@ -767,3 +767,130 @@ fn a_rotated_series_verifies_oldest_first() {
     let why = failure(&verify(&gap, &[], d), series[2], 1);
     assert!(why.starts_with("sequence gap"), "{why}");
 }
+
+// 7. ---------------------------------------------------------------------
+
+#[test]
+fn a_log_cut_back_to_an_earlier_stop_fails_against_the_guards_anchor() {
+    let origin = HttpOrigin::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Two runs of the guard on one log: two stop entries, 5 lines each.
+    for run in 0..2 {
+        let proxy = Proxy::start_at(d, &config(""));
+        for i in 0..3 {
+            assert_eq!(get(proxy.addr, "web.test", origin.port(), &format!("/{run}/{i}")), 200);
+        }
+        assert!(proxy.stop().success());
+    }
+    let log = d.join("secureops-audit.jsonl");
+    let original = raw_lines(&log);
+    assert_eq!(original.len(), 10);
+    assert!(String::from_utf8_lossy(&original[4]).contains("\"kind\":\"stop\""));
+
+    // The guard keeps the anchor in its state folder, not beside the log.
+    let anchors = support::state_home(d).join("secureops/anchors");
+    let found: Vec<PathBuf> = std::fs::read_dir(&anchors)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let anchor_file = found[0].clone();
+    assert_eq!(
+        std::fs::metadata(&anchor_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let anchor: serde_json::Value = serde_json::from_slice(&std::fs::read(&anchor_file).unwrap()).unwrap();
+    assert_eq!(anchor["seq"], 9, "{anchor}");
+    let canonical = std::fs::canonicalize(&log).unwrap();
+    assert_eq!(anchor["log"], canonical.to_str().unwrap(), "{anchor}");
+    assert_eq!(anchor["fingerprint"], read_entries(&log)[0]["fingerprint"]);
+    let (code, out, err) = verify(&[&log], &[], d);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("ok 10 entries\n"), "{out}");
+    assert!(
+        out.contains(&format!("anchor: seq 9 matches ({})", anchor_file.display())),
+        "{out}"
+    );
+
+    // Cut back to the first run's stop: on its own, a complete log.
+    let cut = d.join("cut.jsonl");
+    write_lines(&cut, &original[..5]);
+    let (code, out, err) = verify(&[&cut], &[], d);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(
+            "no anchor found for this log (a log cut back to an earlier stop cannot be told from a complete one)"
+        ),
+        "{out}"
+    );
+    let anchor_arg = anchor_file.to_str().unwrap();
+    let result = verify(&[&cut], &["--anchor", anchor_arg], d);
+    let why = failure(&result, &cut, 5);
+    assert!(
+        why.starts_with("log cut back: it ends at seq 4, but its anchor records entries up to seq 9"),
+        "{why}"
+    );
+    assert!(
+        result
+            .1
+            .contains(&format!("hint: the anchor {anchor_arg} records seq 9")),
+        "{}",
+        result.1
+    );
+
+    // The same cut in place: the anchor is found without being named.
+    write_lines(&log, &original[..5]);
+    let why = failure(&verify(&[&log], &[], d), &log, 5);
+    assert!(why.starts_with("log cut back"), "{why}");
+    let key_pub = d.join("secureops-audit.key.pub");
+    let why = failure(&verify(&[&log], &["--pubkey", key_pub.to_str().unwrap()], d), &log, 5);
+    assert!(why.starts_with("log cut back"), "{why}");
+
+    // Nor does the next guard continue the cut log (that would move the
+    // anchor on): it refuses to start and says why.
+    let mut child = Command::new(support::bin())
+        .args(["proxy", "-c"])
+        .arg(d.join("secureops.toml"))
+        .current_dir(d)
+        .env("XDG_STATE_HOME", support::state_home(d))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("was cut back"), "{err}");
+    assert_eq!(raw_lines(&log), original[..5]);
+
+    // A log written anew under another key (which verifies on its own,
+    // trusting the key it names) fails: the anchor pins the guard's key.
+    let other = tempfile::tempdir().unwrap();
+    let o = other.path();
+    let (code, out, err) = run(&["keygen", "--out", "new.key"], o);
+    assert_eq!(code, 0, "{out}{err}");
+    let proxy = Proxy::start_at(o, &config("[audit]\nsigning_key = \"new.key\"\n"));
+    assert!(proxy.stop().success());
+    std::fs::copy(o.join("secureops-audit.jsonl"), &log).unwrap();
+    assert_eq!(verify(&[&log], &["--anchor", "/nonexistent"], d).0, 2);
+    let result = verify(&[&log], &[], d);
+    let why = failure(&result, &log, 1);
+    assert!(why.starts_with("wrong key"), "{why}");
+    assert!(result.1.contains("was written anew under another key"), "{}", result.1);
+
+    // A flipped byte in the anchor is a failure too.
+    write_lines(&log, &original);
+    assert_eq!(verify(&[&log], &[], d).0, 0);
+    let mut bytes = std::fs::read(&anchor_file).unwrap();
+    let at = bytes.windows(8).position(|w| w == b"\"head\":\"").unwrap() + 8;
+    bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
+    std::fs::write(&anchor_file, &bytes).unwrap();
+    let (code, out, err) = verify(&[&log], &[], d);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(&format!("FAILED {}: bad anchor signature", anchor_file.display())),
+        "{out}"
+    );
+}

@@ -9,213 +9,17 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
+use support::netns::{FakeInternet, is_root, sh};
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
-}
-
-fn sh(args: &[&str]) -> bool {
-    Command::new(args[0])
-        .args(&args[1..])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Two test hosts in their own namespace, linked to the host by a veth
-/// pair; removed (with their processes) on drop.
-struct FakeInternet {
-    ns: String,
-    allowed: String,
-    canary: String,
-    ca: PathBuf,
-    counts: PathBuf,
-    children: Vec<Child>,
-    dir: tempfile::TempDir,
-}
-
-impl FakeInternet {
-    /// `None` (with the reason printed) where namespaces are impossible.
-    fn start() -> Option<FakeInternet> {
-        if !is_root() {
-            eprintln!("SKIP: `secureops run` tests need root to build the fake internet (network namespaces, veth)");
-            return None;
-        }
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let id = (std::process::id() % 10_000) * 10 + n;
-        let net = (std::process::id() * 7 + n * 31) % 250 + 1;
-        let ns = format!("sop{id}");
-        let (host_if, ns_if) = (format!("sop{id}h"), format!("sop{id}n"));
-        let dir = tempfile::tempdir().unwrap();
-        let fake = FakeInternet {
-            ns: ns.clone(),
-            allowed: format!("198.18.{net}.2"),
-            canary: format!("198.18.{net}.3"),
-            ca: dir.path().join("ca.pem"),
-            counts: dir.path().join("canary.json"),
-            children: Vec::new(),
-            dir,
-        };
-        let steps: Vec<Vec<String>> = vec![
-            vec!["ip", "netns", "add", &ns],
-            vec!["ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if],
-            vec!["ip", "link", "set", &ns_if, "netns", &ns],
-            vec!["ip", "addr", "add", &format!("198.18.{net}.1/24"), "dev", &host_if],
-            vec!["ip", "link", "set", &host_if, "up"],
-            vec!["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"],
-            vec![
-                "ip",
-                "netns",
-                "exec",
-                &ns,
-                "ip",
-                "addr",
-                "add",
-                &format!("{}/24", fake.allowed),
-                "dev",
-                &ns_if,
-            ],
-            vec![
-                "ip",
-                "netns",
-                "exec",
-                &ns,
-                "ip",
-                "addr",
-                "add",
-                &format!("{}/24", fake.canary),
-                "dev",
-                &ns_if,
-            ],
-            vec!["ip", "netns", "exec", &ns, "ip", "link", "set", &ns_if, "up"],
-        ]
-        .into_iter()
-        .map(|v| v.into_iter().map(str::to_owned).collect())
-        .collect();
-        for step in &steps {
-            let args: Vec<&str> = step.iter().map(String::as_str).collect();
-            if !sh(&args) {
-                eprintln!("SKIP: cannot build the fake internet ({})", args.join(" "));
-                return None;
-            }
-        }
-        let mut fake = fake;
-        let (cert, key) = (fake.dir.path().join("cert.pem"), fake.dir.path().join("key.pem"));
-        assert!(sh(&[
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=allowed.test",
-            "-addext",
-            "subjectAltName=DNS:allowed.test",
-            "-keyout",
-            key.to_str().unwrap(),
-            "-out",
-            cert.to_str().unwrap(),
-        ]));
-        std::fs::copy(&cert, &fake.ca).unwrap();
-        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        let origin = Command::new("ip")
-            .args(["netns", "exec", &ns, "python3"])
-            .arg(fixtures.join("tls_origin.py"))
-            .args([&fake.allowed, cert.to_str().unwrap(), key.to_str().unwrap()])
-            .spawn()
-            .unwrap();
-        fake.children.push(origin);
-        let canary = Command::new("ip")
-            .args(["netns", "exec", &ns, "python3"])
-            .arg(fixtures.join("canary.py"))
-            .args([&fake.canary, fake.counts.to_str().unwrap()])
-            .spawn()
-            .unwrap();
-        fake.children.push(canary);
-        let plain = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns,
-                "python3",
-                "-m",
-                "http.server",
-                "--protocol",
-                "HTTP/1.1",
-                "80",
-                "--bind",
-                &fake.allowed,
-            ])
-            .current_dir(fake.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        fake.children.push(plain);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !(fake.counts.exists()
-            && std::net::TcpStream::connect((fake.allowed.as_str(), 443)).is_ok()
-            && std::net::TcpStream::connect((fake.allowed.as_str(), 80)).is_ok())
-        {
-            assert!(Instant::now() < deadline, "fake internet did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(fake)
-    }
-
-    /// (TCP connections, UDP datagrams, bytes) seen by the canary.
-    fn canary(&self) -> (u64, u64, u64) {
-        std::thread::sleep(Duration::from_millis(200));
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&self.counts).unwrap()).unwrap();
-        (
-            v["tcp"].as_u64().unwrap(),
-            v["udp"].as_u64().unwrap(),
-            v["bytes"].as_u64().unwrap(),
-        )
-    }
-
-    fn config(&self) -> PathBuf {
-        let path = self.dir.path().join("secureops.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "[network]\negress_allowlist = [\"allowed.test\"]\nprivate_destinations = [\"198.18.0.0/15\"]\n\
-                 [dns]\nupstream = []\nhosts = {{ \"allowed.test\" = [\"{}\"], \"denied.test\" = [\"{}\"] }}\n",
-                self.allowed, self.canary
-            ),
-        )
-        .unwrap();
-        path
-    }
-}
-
-impl Drop for FakeInternet {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        // Deleting the namespace removes the veth pair with it.
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-    }
-}
-
-/// `secureops run -c CONFIG --audit LOG -- sh -c SCRIPT`, proxy variables unset.
+/// `secureops run -c CONFIG --audit LOG -- sh -c SCRIPT`, proxy variables
+/// unset, from the fake internet's `work` folder (beside CONFIG): the run's
+/// private /tmp hides the rest of the test's folder from CMD.
 fn run(config: &Path, log: &Path, script: &str) -> Output {
     let mut c = Command::new(support::bin());
+    c.current_dir(config.parent().unwrap().join("work"))
+        .env("XDG_STATE_HOME", config.parent().unwrap().join("state"));
     c.arg("run")
         .arg("-c")
         .arg(config)
@@ -337,7 +141,7 @@ fn run_exits_with_the_command_status_and_leaves_nothing_behind() {
     assert!(
         !String::from_utf8_lossy(&ps.stdout)
             .lines()
-            .any(|l| l.contains("__ns-child") && !l.contains("ps -eo"))
+            .any(|l| l.contains("__ns-child") && (l.contains("exit 7") || l.contains("kill -TERM $$")))
     );
     // Two runs at once do not collide.
     let a = {
@@ -486,6 +290,7 @@ fn an_ordinary_user_is_confined_through_a_user_namespace() {
             "env",
             "HOME=/nonexistent",
         ])
+        .arg(format!("XDG_STATE_HOME={}/state", work.path().display()))
         .arg(support::bin())
         .args(["run", "-c"])
         .arg(&config)
@@ -530,6 +335,7 @@ fn signals_are_forwarded_sudo_users_keep_their_identity_and_a_killed_run_takes_i
         .arg("--audit")
         .arg(dir.join("s.jsonl"))
         .args(["--", "sh", "-c", &format!("touch {}", made.display())])
+        .current_dir(shared.path())
         .env("SUDO_UID", "65534")
         .env("SUDO_GID", "65534")
         .output()
@@ -546,24 +352,21 @@ fn signals_are_forwarded_sudo_users_keep_their_identity_and_a_killed_run_takes_i
         .arg(&config)
         .arg("--audit")
         .arg(dir.join("k.jsonl"));
-    c.args(["--", "sh", "-c", "echo $$; exec sleep 31"]);
+    // CMD's pid inside is its namespace's; find it on the host by its
+    // unique arguments.
+    c.args(["--", "sh", "-c", "echo ready; exec sleep 3131"]);
     let mut child = c.stdout(Stdio::piped()).spawn().unwrap();
-    let pid = read_line(&mut child);
-    let cmdline = format!("/proc/{pid}/cmdline");
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        std::fs::read_to_string(&cmdline)
-            .unwrap_or_default()
-            .starts_with("sleep"),
-        "CMD is not running"
-    );
+    wait_for_line(&mut child, "ready");
+    let running = || support::pids_of("sleep\u{0}3131").len();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while running() == 0 {
+        assert!(Instant::now() < deadline, "CMD is not running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while std::fs::read_to_string(&cmdline)
-        .unwrap_or_default()
-        .starts_with("sleep")
-    {
+    while running() > 0 {
         assert!(Instant::now() < deadline, "the command outlived a killed supervisor");
         std::thread::sleep(Duration::from_millis(50));
     }

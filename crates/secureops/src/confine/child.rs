@@ -1,13 +1,15 @@
-//! `secureops __ns-child`: runs inside the fresh network namespace that
-//! `unshare(1)` made for it. It brings up loopback, installs the nftables
-//! redirect, binds the guard's listeners *inside* the namespace, hands them
-//! to the supervisor, waits for the go-ahead, and becomes CMD (`exec`, so
-//! CMD keeps this pid and the supervisor's wait sees its exit status).
+//! `secureops __ns-child`: the run's PID 1, inside the fresh user, network,
+//! mount and PID namespaces that `unshare(1)` made for it. It brings up
+//! loopback, installs the nftables redirect, binds the guard's listeners
+//! *inside* the namespace, hands them to the supervisor, waits for the
+//! go-ahead (the mount plan), hides and locks what the plan names, applies
+//! Landlock and the seccomp filter to itself (and so to all it starts),
+//! starts CMD without capabilities and serves as the run's init (see
+//! `init.rs`), exiting with CMD's status.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 
@@ -15,6 +17,7 @@ use anyhow::{Context, bail};
 
 use super::fdpass;
 use super::nft::{PORTS, ruleset};
+use super::plan::Plan;
 
 /// Exit status when the namespace could not be set up (before CMD ran).
 pub const SETUP_FAILED: u8 = 125;
@@ -22,7 +25,7 @@ pub const SETUP_FAILED: u8 = 125;
 /// Entry point of the hidden subcommand.
 pub fn main(control: &Path, cmd: &[String]) -> ExitCode {
     match setup_and_exec(control, cmd) {
-        Ok(never) => match never {},
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("secureops: cannot confine the command: {e:#}");
             ExitCode::from(SETUP_FAILED)
@@ -30,7 +33,10 @@ pub fn main(control: &Path, cmd: &[String]) -> ExitCode {
     }
 }
 
-fn setup_and_exec(control: &Path, cmd: &[String]) -> anyhow::Result<std::convert::Infallible> {
+fn setup_and_exec(control: &Path, cmd: &[String]) -> anyhow::Result<u8> {
+    // What the user's shell passed us; everything we open later must not
+    // reach CMD (checked before it starts).
+    let entry_fds = super::fds::open_now();
     let mut sock = UnixStream::connect(control).context("cannot reach the supervisor")?;
     run(&["ip", "link", "set", "lo", "up"])?;
     unpace_namespace();
@@ -55,15 +61,34 @@ fn setup_and_exec(control: &Path, cmd: &[String]) -> anyhow::Result<std::convert
         ],
     )
     .context("cannot hand the listeners to the supervisor")?;
-    // Our copies close at exec (close-on-exec); CMD never holds them.
-    let mut go = [0u8; 1];
-    sock.read_exact(&mut go).context("supervisor went away")?;
-    // If the supervisor dies, CMD dies with it: nothing runs unguarded.
+    // The supervisor owns them now.
+    drop((explicit, transparent, dns_udp, dns_tcp, diag));
+    // The go-ahead carries the mount plan: the guard is serving and its
+    // files (audit log, key, escalation socket) exist.
+    let plan = Plan::recv(&mut sock)?;
+    drop(sock);
+    super::mounts::apply(&plan).context("mount namespace")?;
+    // If the supervisor dies, the run dies with it: nothing runs unguarded.
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .context("cannot set the parent-death signal")?;
     let Some((program, args)) = cmd.split_first() else {
         bail!("no command given")
     };
+    // Landlock and seccomp bind this process and all it starts; both need
+    // no-new-privs (CMD gets it again from setpriv below).
+    rustix::thread::set_no_new_privs(true).context("cannot set no-new-privs")?;
+    let unix_ok: Vec<_> = plan
+        .private
+        .iter()
+        .chain(std::iter::once(&plan.cwd))
+        .chain(&plan.allowed_sockets)
+        .cloned()
+        .collect();
+    if super::landlock::abi() > 0 {
+        super::landlock::apply(&unix_ok).context("landlock")?;
+    }
+    super::seccomp::apply().context("seccomp")?;
+    super::fds::check_no_leak(&entry_fds)?;
     let url = format!("http://127.0.0.1:{}", PORTS.explicit);
     // CMD gets no capability (not even inside the namespace, so it cannot
     // touch the nftables rules or forge source addresses) and can never
@@ -81,8 +106,7 @@ fn setup_and_exec(control: &Path, cmd: &[String]) -> anyhow::Result<std::convert
         .arg(program);
     command.args(args);
     crate::confine::proxy_env(&mut command, &url);
-    let err = command.exec();
-    Err(anyhow::Error::new(err).context(format!("cannot start {program:?}")))
+    super::init::run(command).with_context(|| format!("cannot run {program:?}"))
 }
 
 /// Every TCP connection of this namespace ends at the guard on this

@@ -1,21 +1,30 @@
-//! Confinement for `secureops run`: CMD runs in its own network namespace
-//! (user + network namespace when not root) whose only way out is the
-//! guard. No veth, no host routes, no named namespace: the namespace and
-//! its nftables table disappear with the last process in it.
+//! Confinement for `secureops run`: CMD runs in its own user, network,
+//! mount and PID namespaces, whose only way out is the guard. No veth, no
+//! host routes, no named namespace: the namespaces and their nftables table
+//! disappear with the run's init.
 //!
-//! `unshare(1)` creates the namespace and execs our hidden `__ns-child`
-//! subcommand in it (a fresh single-threaded process, as user namespaces
-//! require). The child binds the listeners inside the namespace and passes
-//! them back over a Unix socket; the supervisor serves them from the host
-//! namespace, where it makes the upstream connections.
+//! `unshare(1)` creates the namespaces and forks our hidden `__ns-child`
+//! subcommand as their PID 1 (a fresh single-threaded process, as user
+//! namespaces require). The child binds the listeners inside the network
+//! namespace and passes them back over a Unix socket; the supervisor serves
+//! them from the host namespace, where it makes the upstream connections.
+//! The go-ahead carries the mount plan ([`plan::Plan`]); the child applies
+//! it, then Landlock and seccomp, and starts CMD as its only child.
+//!
+//! One file per layer: `nft.rs` (network), `mounts.rs` + `plan.rs` (files
+//! and sockets), `init.rs` (PID namespace init), `seccomp.rs`,
+//! `landlock.rs`, `fds.rs` (descriptor hygiene).
 
 mod child;
 mod fdpass;
+mod fds;
+mod init;
 pub mod landlock;
-pub mod seccomp;
+mod mounts;
 pub mod nft;
+pub mod plan;
+pub mod seccomp;
 
-use std::io::Write;
 use std::net::{TcpListener, UdpSocket};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Child, Command};
@@ -43,9 +52,62 @@ pub struct Listeners {
 /// A command waiting in its namespace for the guard to start.
 #[derive(Debug)]
 pub struct Confined {
-    /// The command's process (after `go` it *is* CMD).
+    /// `unshare`, whose exit status is CMD's.
     pub child: Child,
+    /// The run's init (PID 1 inside), as this process sees it: signals
+    /// for CMD go here.
+    pub init: rustix::process::Pid,
     control: UnixStream,
+}
+
+/// Another account to run CMD as (`run --user`, or the invoking user
+/// under sudo): the whole namespace belongs to it.
+#[derive(Debug, Clone)]
+pub struct RunAs {
+    /// Account name.
+    pub name: String,
+    /// Its uid.
+    pub uid: u32,
+    /// Its primary gid.
+    pub gid: u32,
+    /// Its home folder.
+    pub home: std::path::PathBuf,
+}
+
+impl RunAs {
+    /// Looks an account up through NSS (`getent passwd`).
+    pub fn lookup(name: &str) -> anyhow::Result<RunAs> {
+        let out = Command::new("getent")
+            .args(["passwd", name])
+            .output()
+            .context("cannot run getent")?;
+        let line = String::from_utf8_lossy(&out.stdout);
+        let fields: Vec<&str> = line.trim().split(':').collect();
+        if !out.status.success() || fields.len() < 7 {
+            bail!("no account named {name:?}");
+        }
+        Ok(RunAs {
+            name: fields[0].to_owned(),
+            uid: fields[2].parse().context("uid")?,
+            gid: fields[3].parse().context("gid")?,
+            home: fields[5].into(),
+        })
+    }
+
+    /// The invoking user when started through sudo (CMD then runs as them).
+    pub fn sudo_user() -> Option<RunAs> {
+        if !rustix::process::geteuid().is_root() {
+            return None;
+        }
+        let uid: u32 = std::env::var("SUDO_UID").ok()?.parse().ok()?;
+        let gid: u32 = std::env::var("SUDO_GID").ok()?.parse().ok()?;
+        if uid == 0 {
+            return None;
+        }
+        let name = std::env::var("SUDO_USER").unwrap_or_else(|_| uid.to_string());
+        let home = RunAs::lookup(&name).map_or_else(|_| crate::config::agent_home(), |r| r.home);
+        Some(RunAs { name, uid, gid, home })
+    }
 }
 
 /// Points the proxy variables (both cases, as tools disagree) at `url` and
@@ -61,13 +123,26 @@ pub fn proxy_env(command: &mut Command, url: &str) {
 
 /// How CMD will be confined, for messages and `tier`.
 pub fn describe() -> &'static str {
-    "user + network namespace, no capabilities, no-new-privs"
+    "user, network, mount and PID namespace, seccomp filter, no capabilities, no-new-privs"
 }
+
+/// The namespaces of a run: user (CMD's capabilities count only inside
+/// it), network, mount and PID, with a fresh `/proc`.
+const UNSHARE: &[&str] = &[
+    "--user",
+    "--map-root-user",
+    "--net",
+    "--mount",
+    "--pid",
+    "--fork",
+    "--kill-child=KILL",
+    "--mount-proc",
+];
 
 /// Starts CMD's namespace and receives its listeners. Spawned from the
 /// main thread, before any runtime: the child's parent-death signal is
 /// tied to the thread that forked it.
-pub fn spawn(cmd: &[String]) -> anyhow::Result<(Confined, Listeners)> {
+pub fn spawn(cmd: &[String], run_as: Option<&RunAs>) -> anyhow::Result<(Confined, Listeners)> {
     let dir = tempfile::Builder::new()
         .prefix("secureops-run-")
         .tempdir()
@@ -78,27 +153,27 @@ pub fn spawn(cmd: &[String]) -> anyhow::Result<(Confined, Listeners)> {
     let exe = std::env::current_exe().context("cannot find our own executable")?;
     // Always a user namespace, even as root: CMD's capabilities then count
     // only inside it (it cannot `nsenter` the host network), and it gets
-    // none anyway (see child.rs). Through sudo, the whole namespace belongs
-    // to the invoking user, so CMD acts as them outside it.
-    let mut command = match sudo_user() {
-        Some((uid, gid)) => {
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
-                .context("cannot hand the control folder over")?;
-            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).context("cannot hand the control socket over")?;
-            let mut c = Command::new("setpriv");
-            c.arg(format!("--reuid={uid}"))
-                .arg(format!("--regid={gid}"))
-                .arg("--init-groups")
-                .arg("--")
-                .arg("unshare");
-            c
-        }
-        None => Command::new("unshare"),
-    };
-    command.args(["--user", "--map-root-user", "--net"]);
+    // none anyway (see child.rs). As another account (sudo, --user), the
+    // whole namespace belongs to that account. `unshare` dies with us
+    // (parent-death signal), and its init with it (--kill-child).
+    let mut command = Command::new("setpriv");
+    if let Some(user) = run_as {
+        std::os::unix::fs::chown(dir.path(), Some(user.uid), Some(user.gid))
+            .context("cannot hand the control folder over")?;
+        std::os::unix::fs::chown(&path, Some(user.uid), Some(user.gid))
+            .context("cannot hand the control socket over")?;
+        command
+            .arg(format!("--reuid={}", user.uid))
+            .arg(format!("--regid={}", user.gid))
+            .arg("--init-groups")
+            .env("HOME", &user.home)
+            .env("USER", &user.name)
+            .env("LOGNAME", &user.name);
+    }
+    command.args(["--pdeathsig=KILL", "--", "unshare"]).args(UNSHARE);
     command.arg("--").arg(exe).arg("__ns-child").arg("--control").arg(&path);
     command.arg("--").args(cmd);
-    let mut child = command.spawn().context("cannot run unshare (util-linux)")?;
+    let mut child = command.spawn().context("cannot run setpriv/unshare (util-linux)")?;
     let deadline = Instant::now() + Duration::from_secs(15);
     let control = loop {
         match listener.accept() {
@@ -107,7 +182,7 @@ pub fn spawn(cmd: &[String]) -> anyhow::Result<(Confined, Listeners)> {
             Err(e) => return Err(e).context("control socket"),
         }
         if let Some(status) = child.try_wait()? {
-            bail!("cannot create a network namespace for the command ({status})");
+            bail!("cannot create the namespaces for the command ({status})");
         }
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -119,6 +194,11 @@ pub fn spawn(cmd: &[String]) -> anyhow::Result<(Confined, Listeners)> {
     // removing them now leaves nothing behind even if we are killed later.
     drop(listener);
     let _ = dir.close();
+    // The init's pid as we see it (the kernel translates it to our PID
+    // namespace).
+    let init = rustix::net::sockopt::socket_peercred(&control)
+        .context("cannot identify the namespace helper")?
+        .pid;
     control.set_nonblocking(false)?;
     control.set_read_timeout(Some(Duration::from_secs(15)))?;
     let fds = match fdpass::recv(&control) {
@@ -138,30 +218,20 @@ pub fn spawn(cmd: &[String]) -> anyhow::Result<(Confined, Listeners)> {
         dns_tcp: TcpListener::from(next()?),
         diag: next()?,
     };
-    Ok((Confined { child, control }, listeners))
+    Ok((Confined { child, init, control }, listeners))
 }
 
 impl Confined {
-    /// Lets CMD start: the guard is serving.
-    pub fn go(&mut self) -> std::io::Result<()> {
-        self.control.write_all(b"g")
+    /// Lets CMD start (the guard is serving), with the mount plan.
+    pub fn go(&mut self, plan: &plan::Plan) -> anyhow::Result<()> {
+        plan.send(&mut self.control)
     }
-}
-
-/// The invoking user when started through sudo (CMD then runs as them).
-fn sudo_user() -> Option<(u32, u32)> {
-    if !rustix::process::geteuid().is_root() {
-        return None;
-    }
-    let uid = std::env::var("SUDO_UID").ok()?.parse().ok()?;
-    let gid = std::env::var("SUDO_GID").ok()?.parse().ok()?;
-    (uid != 0).then_some((uid, gid))
 }
 
 /// Can this machine confine a command? Tries it with `unshare … true`.
 pub fn probe() -> Result<(), String> {
     let mut c = Command::new("unshare");
-    c.args(["--user", "--map-root-user", "--net"]);
+    c.args(UNSHARE);
     let out = c
         .args(["--", "true"])
         .output()

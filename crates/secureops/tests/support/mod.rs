@@ -3,6 +3,8 @@
 //! clients (`curl`, `openssl s_client`, raw sockets).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod netns;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -134,6 +136,7 @@ impl Proxy {
             .args(["proxy", "-c"])
             .arg(&path)
             .current_dir(dir)
+            .env("XDG_STATE_HOME", state_home(dir))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -515,7 +518,30 @@ pub fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Runs the binary with `args`, returning its output.
+/// The guard's state folder for a test working in `dir` (`XDG_STATE_HOME`,
+/// so audit anchors land there, not in `/var/lib/secureops` of the host).
+pub fn state_home(dir: &Path) -> PathBuf {
+    std::path::absolute(dir).unwrap().join("state")
+}
+
+/// Runs the binary with `args` in `dir` (state in [`state_home`]),
+/// returning its output.
 pub fn secureops(args: &[&str], dir: &Path) -> Output {
-    Command::new(bin()).args(args).current_dir(dir).output().unwrap()
+    Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .env("XDG_STATE_HOME", state_home(dir))
+        .output()
+        .unwrap()
+}
+
+/// Host pids whose `/proc/PID/cmdline` is exactly `cmdline` (arguments
+/// separated by NUL, as the kernel keeps them; no trailing NUL).
+pub fn pids_of(cmdline: &str) -> Vec<u32> {
+    let want = format!("{cmdline}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want.as_bytes()))
+        .collect()
 }

@@ -1,0 +1,338 @@
+//! The escape drill of issue 17, against the real binary, as root and as an
+//! ordinary user (a throwaway account): every door out of `secureops run`
+//! that needs no network trick — host Unix sockets, the audit log and its
+//! key, the config, other processes, leaked descriptors, AF_VSOCK,
+//! io_uring, terminal injection, a daemonised grandchild — with a host-side
+//! canary for each: a counting TCP server in a test namespace behind Unix
+//! socket relays, a host process whose state is checked, and the bytes of
+//! the key, the log and the config compared before and after.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use support::netns::{FakeInternet, is_root, sh};
+
+/// A throwaway account with a home under /home; removed on drop.
+struct Account {
+    name: String,
+    uid: u32,
+    home: PathBuf,
+}
+
+impl Account {
+    fn create(tag: &str) -> Option<Account> {
+        let name = format!("sop{tag}{}", std::process::id() % 100_000);
+        let home = PathBuf::from(format!("/home/{name}"));
+        if !sh(&[
+            "useradd",
+            "--create-home",
+            "--home-dir",
+            home.to_str()?,
+            "--shell",
+            "/bin/sh",
+            &name,
+        ]) {
+            eprintln!("SKIP: cannot create a throwaway account (useradd)");
+            return None;
+        }
+        let out = Command::new("id").args(["-u", &name]).output().ok()?;
+        let uid = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+        Some(Account { name, uid, home })
+    }
+}
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill").args(["-KILL", "-u", &self.name]).status();
+        let _ = Command::new("userdel").args(["--remove", &self.name]).status();
+        let _ = std::fs::remove_dir_all(&self.home);
+    }
+}
+
+/// Unix sockets on the host that relay every connection to the canary's
+/// port 80, counting connections.
+struct Relays {
+    paths: Vec<PathBuf>,
+    hits: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Relays {
+    fn start(paths: Vec<PathBuf>, target: String, owner: Option<u32>) -> Relays {
+        let hits = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        for path in &paths {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let _ = std::fs::remove_file(path);
+            let listener = UnixListener::bind(path).unwrap();
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap();
+            if let Some(uid) = owner {
+                std::os::unix::fs::chown(path, Some(uid), None).unwrap();
+            }
+            listener.set_nonblocking(true).unwrap();
+            let (hits, stop, target) = (Arc::clone(&hits), Arc::clone(&stop), target.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if let Ok((mut client, _)) = listener.accept() {
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        if let Ok(mut up) = std::net::TcpStream::connect((target.as_str(), 80)) {
+                            let mut down = up.try_clone().unwrap();
+                            let mut c2 = client.try_clone().unwrap();
+                            std::thread::spawn(move || std::io::copy(&mut c2, &mut up));
+                            std::thread::spawn(move || std::io::copy(&mut down, &mut client));
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            });
+        }
+        Relays { paths, hits, stop }
+    }
+}
+
+impl Drop for Relays {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for p in &self.paths {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Who runs `secureops run`.
+enum Who<'a> {
+    Root,
+    /// The account itself, through setpriv: user namespaces are its only
+    /// privilege.
+    User(&'a Account),
+}
+
+/// The doors, tried from inside; each prints `blocked NAME` or `OPEN NAME`.
+const DRILL: &str = r#"
+try() { name=$1; shift; if "$@" >/dev/null 2>&1; then echo "OPEN $name"; else echo "blocked $name"; fi; }
+for s in $RELAYS; do try "unix:$s" curl -sS -m 5 --unix-socket "$s" http://denied.test/; done
+try read-key cat "$STATE/audit.key"
+try list-state ls "$STATE"
+try append-log sh -c 'echo forged >> "$1"' sh "$STATE/audit.jsonl"
+try write-config sh -c 'printf "[network]\negress_allowlist = [\"*.test\"]\n" > secureops.toml'
+try move-config mv secureops.toml moved.toml
+try remove-config rm -f secureops.toml
+try stop-host kill -STOP "$HOSTPID"
+try kill-host kill -KILL "$HOSTPID"
+try stop-supervisor kill -STOP "$SUPERVISOR"
+try proc-host ls "/proc/$HOSTPID/fd"
+try vsock python3 -c 'import socket; socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)'
+try io_uring python3 -c 'import ctypes,sys; b=ctypes.create_string_buffer(120); sys.exit(0 if ctypes.CDLL(None).syscall(425, 4, b) >= 0 else 1)'
+try tiocsti python3 -c 'import os,fcntl,termios; m,s=os.openpty(); fcntl.ioctl(s, termios.TIOCSTI, b"x")'
+try new-userns unshare --user --map-root-user true
+try nsenter nsenter --net=/proc/1/ns/net --user=/proc/1/ns/user true
+try direct-tcp curl -sS -m 5 --noproxy '*' "http://$CANARY/"
+try tmp-shared test -e "$HOSTMARK"
+echo "FDS=$(ls /proc/self/fd | tr '\n' ' ')"
+echo "PROCS=$(ls /proc | grep -c '^[0-9]')"
+setsid sleep 3434 </dev/null >/dev/null 2>&1 &
+echo done
+"#;
+
+fn sha(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_default()
+}
+
+/// Runs the drill as `who` and checks every door with its canary.
+fn drill(who: Who<'_>) {
+    let Some(net) = FakeInternet::start() else { return };
+    let (home, owner) = match &who {
+        Who::Root => {
+            let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("escape-root-{}", std::process::id()));
+            std::fs::create_dir_all(&base).unwrap();
+            (base, None)
+        }
+        Who::User(a) => (a.home.clone(), Some(a.uid)),
+    };
+    let work = home.join("work");
+    let state_home = home.join("state");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    let config = work.join("secureops.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[network]\negress_allowlist = [\"allowed.test\"]\nprivate_destinations = [\"198.18.0.0/15\"]\n\
+             [dns]\nupstream = []\nhosts = {{ \"allowed.test\" = [\"{}\"], \"denied.test\" = [\"{}\"] }}\n",
+            net.allowed, net.canary
+        ),
+    )
+    .unwrap();
+    if let Some(uid) = owner {
+        assert!(sh(&["chown", "-R", &format!("{uid}:{uid}"), home.to_str().unwrap()]));
+    }
+    let uid = owner.unwrap_or(0);
+    let run_user = PathBuf::from(format!("/run/user/{uid}"));
+    let relays = Relays::start(
+        vec![
+            PathBuf::from(format!("/tmp/sop-relay-{}.sock", std::process::id())),
+            PathBuf::from(format!("/run/sop-relay-{}.sock", std::process::id())),
+            run_user.join(format!("sop-relay-{}.sock", std::process::id())),
+            home.join(".ssh/cm-relay.sock"),
+            work.join("relay.sock"),
+        ],
+        net.canary.clone(),
+        owner,
+    );
+    // The relays work from the host: the drill's refusals are the run's.
+    let probe = Command::new("curl")
+        .args(["-sS", "-m", "5", "--unix-socket"])
+        .arg(&relays.paths[3])
+        .arg("http://denied.test/")
+        .output()
+        .unwrap();
+    assert!(probe.status.success() || relays.hits.load(Ordering::SeqCst) > 0);
+    let before_canary = net.canary();
+    let relay_hits = relays.hits.load(Ordering::SeqCst);
+    let hostmark = PathBuf::from(format!("/tmp/sop-hostmark-{}", std::process::id()));
+    std::fs::write(&hostmark, b"host").unwrap();
+    let mut host = Command::new("setpriv");
+    host.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .arg("--clear-groups")
+        .args(["sleep", "3333"]);
+    let mut host: Child = host.spawn().unwrap();
+    let relays_list: Vec<String> = relays.paths.iter().map(|p| p.display().to_string()).collect();
+    let script = format!("SUPERVISOR=$(cat {}/supervisor.pid)\n{DRILL}", home.display());
+    let mut c = Command::new("setpriv");
+    c.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .arg("--clear-groups")
+        .arg("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/supervisor.pid; exec \"$0\" run -c secureops.toml -- sh -c \"$1\"",
+            home.display()
+        ))
+        .arg(support::bin())
+        .arg(&script)
+        .current_dir(&work)
+        .env("HOME", &home)
+        .env("XDG_STATE_HOME", &state_home)
+        .env("STATE", state_home.join("secureops"))
+        .env("RELAYS", relays_list.join(" "))
+        .env("HOSTPID", host.id().to_string())
+        .env("CANARY", &net.canary)
+        .env("HOSTMARK", &hostmark)
+        .stdin(Stdio::null());
+    for v in support::PROXY_VARS {
+        c.env_remove(v);
+    }
+    if let Who::User(_) = who {
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let config_before = sha(&config);
+    let out: Output = c.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "run failed: {text}\n{err}");
+    assert!(text.contains("done"), "{text}\n{err}");
+    let open: Vec<&str> = text.lines().filter(|l| l.starts_with("OPEN")).collect();
+    assert!(open.is_empty(), "doors open: {open:?}\n{text}\n{err}");
+    let blocked = text.lines().filter(|l| l.starts_with("blocked")).count();
+    assert_eq!(blocked, relays.paths.len() + 17, "{text}");
+    // Nothing reached the canary or the relays.
+    assert_eq!(net.canary(), before_canary, "the canary saw traffic");
+    assert_eq!(relays.hits.load(Ordering::SeqCst), relay_hits, "a relay was reached");
+    // Only what a command started the same way outside the run gets:
+    // stdin, stdout, stderr, ls's own directory and whatever this test's
+    // caller passed down; nothing of the guard's.
+    let outside = Command::new("sh")
+        .args(["-c", "ls /proc/self/fd | tr '\\n' ' '"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let outside: Vec<String> = String::from_utf8_lossy(&outside.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let fds = text.lines().find_map(|l| l.strip_prefix("FDS=")).unwrap();
+    for fd in fds.split_whitespace() {
+        assert!(
+            outside.iter().any(|o| o == fd),
+            "fd {fd} leaked into the run: {fds} (outside: {outside:?})"
+        );
+    }
+    assert!(fds.split_whitespace().count() >= 4, "{fds}");
+    // Only the run's own processes: init, sh, the command substitution.
+    let procs: u32 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("PROCS="))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(procs <= 5, "{procs} processes visible: {text}");
+    // The host process runs on, not stopped.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", host.id())).unwrap();
+    let state = stat.rsplit(')').next().unwrap().split_whitespace().next().unwrap();
+    assert!(state == "S" || state == "R", "host process is {state}");
+    host.kill().unwrap();
+    host.wait().unwrap();
+    // The daemonised grandchild did not outlive the run.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !support::pids_of("sleep\u{0}3434").is_empty() {
+        assert!(Instant::now() < deadline, "a setsid grandchild outlived the run");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The config is unchanged; the log is the guard's alone and verifies.
+    assert_eq!(sha(&config), config_before, "the config changed");
+    let log = state_home.join("secureops/audit.jsonl");
+    let key_before = sha(&state_home.join("secureops/audit.key"));
+    assert!(!key_before.is_empty());
+    let mut log_text = String::new();
+    std::fs::File::open(&log)
+        .unwrap()
+        .read_to_string(&mut log_text)
+        .unwrap();
+    assert!(!log_text.contains("forged"));
+    let verify = Command::new(support::bin())
+        .args(["audit", "verify"])
+        .arg(&log)
+        .env("XDG_STATE_HOME", &state_home)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let _ = std::fs::remove_file(&hostmark);
+    if let Who::Root = who {
+        let _ = std::fs::remove_dir_all(&home);
+    }
+}
+
+#[test]
+fn every_door_is_shut_as_root() {
+    if !is_root() {
+        eprintln!("SKIP: the escape drill builds test namespaces and needs root");
+        return;
+    }
+    drill(Who::Root);
+}
+
+#[test]
+fn every_door_is_shut_as_an_ordinary_user() {
+    if !is_root() {
+        eprintln!("SKIP: the escape drill creates a throwaway account and needs root");
+        return;
+    }
+    let Some(account) = Account::create("e") else { return };
+    drill(Who::User(&account));
+}
