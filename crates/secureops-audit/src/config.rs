@@ -51,6 +51,10 @@ pub struct AuditConfig {
     /// Software version recorded in `start` entries.
     #[serde(skip)]
     pub version: String,
+    /// Added to the `start` entry's `detail` (e.g. what a confined run
+    /// lets through besides the guard).
+    #[serde(skip)]
+    pub start_note: Option<String>,
 }
 
 impl AuditConfig {
@@ -76,6 +80,7 @@ impl Default for AuditConfig {
             sign: SignPolicy::default(),
             rotate_bytes: 0,
             anchor_dir: None,
+            start_note: None,
             version: env!("CARGO_PKG_VERSION").to_owned(),
         }
     }

@@ -134,7 +134,13 @@ impl AuditLog {
         let storage =
             FileStorage::with_file(&config.path, file, resume.rotated).map_err(|e| AuditError::io(&config.path, e))?;
         let reason = if resume.continues() { "restart" } else { "start" };
-        let detail = (!resume.notes.is_empty()).then(|| resume.notes.join("; "));
+        let notes: Vec<&str> = resume
+            .notes
+            .iter()
+            .map(String::as_str)
+            .chain(config.start_note.as_deref())
+            .collect();
+        let detail = (!notes.is_empty()).then(|| notes.join("; "));
         let enc = Encoder::new(key, config.version.clone());
         let writer = Writer::new(storage, enc, resume.head, &config, reason, detail, anchorer);
         Self::spawn(writer)

@@ -255,6 +255,8 @@ pub struct Loaded {
     /// Whether the file names `[audit] signing_key` (else `run` keeps the
     /// key in the state folder).
     pub audit_key_set: bool,
+    /// For the log's `start` entry (`run`: the host sockets let in).
+    pub start_note: Option<String>,
 }
 
 /// `[context]` turned into what the PDP takes.
@@ -469,6 +471,7 @@ fn check(raw: Config, text: &str, file: &str, base: PathBuf) -> Result<Loaded, C
     Ok(Loaded {
         audit_path_set: audit_set("path"),
         audit_key_set: audit_set("signing_key"),
+        start_note: None,
         raw,
         allowlist,
         private,
@@ -552,6 +555,7 @@ impl Loaded {
             // Outside the log's folder, hidden from CMD by `run`.
             anchor_dir: Some(state_dir().join("anchors")),
             version: format!("secureops {}", env!("CARGO_PKG_VERSION")),
+            start_note: self.start_note.clone(),
         }
     }
 }

@@ -53,6 +53,19 @@ pub fn run(
     if !loaded.audit_key_set {
         loaded.raw.audit.signing_key = key;
     }
+    let home = run_as
+        .as_ref()
+        .map_or_else(crate::config::agent_home, |r| r.home.clone());
+    let sockets: Vec<String> = loaded
+        .raw
+        .run
+        .unix_sockets
+        .iter()
+        .map(|s| crate::config::expand(s.get_ref(), &home).display().to_string())
+        .collect();
+    if !sockets.is_empty() {
+        loaded.start_note = Some(format!("run: host Unix sockets let in: {}", sockets.join(", ")));
+    }
     // The namespace is created before the runtime starts (see confine).
     // A layer this machine should have and cannot put up stops the run
     // (fail-closed); --weak is the only way to run with less.
@@ -88,8 +101,10 @@ fn run_confined(
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
         let mut quit = signal(SignalKind::quit())?;
+        // Decided before the guard starts: a plan that cannot hold stops
+        // the run before anything is logged or run.
+        let plan = mount_plan(loaded, config, audit, run_as)?;
         let guard = Guard::start_confined(loaded, audit, listeners, ProcNet::new(pid)).await?;
-        let plan = mount_plan(loaded, config, audit, run_as, guard.control_path())?;
         confined.go(&plan).context("cannot start the command")?;
         let mut child = confined.child;
         let init = confined.init;
@@ -117,7 +132,6 @@ fn mount_plan(
     config: Option<&Path>,
     audit: Option<&Path>,
     run_as: Option<&confine::RunAs>,
-    escalation_socket: Option<PathBuf>,
 ) -> anyhow::Result<confine::plan::Plan> {
     let cwd = std::env::current_dir().context("cannot read the working folder")?;
     let home = run_as.map_or_else(crate::config::agent_home, |r| r.home.clone());
@@ -132,7 +146,8 @@ fn mount_plan(
         audit_key: absolute(audit_config.signing_key.clone()),
         rotates: audit_config.rotate_bytes > 0,
         guard_dirs: vec![crate::config::state_dir()],
-        escalation_socket: escalation_socket.map(absolute),
+        // Masked when the guard has made it by the time CMD starts.
+        escalation_socket: Some(absolute(loaded.path(&loaded.raw.escalation.socket))),
         configs: config.map(|c| absolute(c.to_path_buf())).into_iter().collect(),
         hide: expand(&loaded.raw.run.hide),
         unix_sockets: expand(&loaded.raw.run.unix_sockets),

@@ -165,11 +165,6 @@ impl Guard {
         })
     }
 
-    /// The escalation control socket's path, when the policy can escalate.
-    pub(crate) fn control_path(&self) -> Option<std::path::PathBuf> {
-        self.control.as_ref().map(|c| c.path.clone())
-    }
-
     /// Stops accepting, drains, and writes the audit log's closing entry.
     pub(crate) async fn stop(self) -> anyhow::Result<()> {
         // Held requests are refused first, so their entries precede the

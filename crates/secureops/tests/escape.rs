@@ -53,7 +53,10 @@ impl Account {
 impl Drop for Account {
     fn drop(&mut self) {
         let _ = Command::new("pkill").args(["-KILL", "-u", &self.name]).status();
-        let _ = Command::new("userdel").args(["--remove", &self.name]).status();
+        let _ = Command::new("userdel")
+            .args(["--remove", &self.name])
+            .stderr(Stdio::null())
+            .status();
         let _ = std::fs::remove_dir_all(&self.home);
     }
 }
@@ -335,4 +338,243 @@ fn every_door_is_shut_as_an_ordinary_user() {
     }
     let Some(account) = Account::create("e") else { return };
     drill(Who::User(&account));
+}
+
+/// `secureops` with a private state folder and home, from `cwd`.
+fn secureops_in(cwd: &Path, home: &Path, args: &[&str]) -> Output {
+    let mut c = Command::new(support::bin());
+    c.args(args)
+        .current_dir(cwd)
+        .env("HOME", home)
+        .env("XDG_STATE_HOME", home.join("state"))
+        .stdin(Stdio::null());
+    for v in support::PROXY_VARS {
+        c.env_remove(v);
+    }
+    c.output().unwrap()
+}
+
+/// A home-like folder outside /tmp (which is private inside a run).
+fn scratch(tag: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("work")).unwrap();
+    dir
+}
+
+#[test]
+fn tier_lists_every_layer() {
+    let home = scratch("tier");
+    let out = secureops_in(&home, &home, &["tier"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for layer in ["network", "mount", "pid", "seccomp", "landlock"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{layer}: on (")) || l.starts_with(&format!("{layer}: off ("))),
+            "no {layer} line: {text}"
+        );
+    }
+    let out = secureops_in(&home, &home, &["tier", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let layers = v["layers"].as_object().unwrap();
+    assert_eq!(layers.len(), 5, "{v}");
+    for (name, l) in layers {
+        assert!(l["on"].is_boolean() && l["why"].is_string(), "{name}: {l}");
+    }
+    if is_root() {
+        // This machine has every layer but Landlock's pathname sockets.
+        for layer in ["network", "mount", "pid", "seccomp"] {
+            assert_eq!(layers[layer]["on"], true, "{v}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn the_probe_finds_every_door_shut_as_root_and_as_an_ordinary_user() {
+    if !is_root() {
+        eprintln!("SKIP: tested as root and as a throwaway account");
+        return;
+    }
+    let home = scratch("probe");
+    let out = secureops_in(&home.join("work"), &home, &["tier", "--probe"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.lines().filter(|l| l.starts_with("blocked ")).count() >= 14,
+        "{text}"
+    );
+    assert!(!text.contains("OPEN"), "{text}");
+    let _ = std::fs::remove_dir_all(&home);
+    let Some(account) = Account::create("p") else { return };
+    let out = Command::new("setpriv")
+        .arg(format!("--reuid={}", account.uid))
+        .arg(format!("--regid={}", account.uid))
+        .arg("--clear-groups")
+        .arg(support::bin())
+        .args(["tier", "--probe"])
+        .current_dir(&account.home)
+        .env("HOME", &account.home)
+        .env_remove("XDG_STATE_HOME")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains("OPEN"), "{text}");
+    // The account's log and key went to its own state folder.
+    assert!(account.home.join(".local/state/secureops/audit.key").exists());
+}
+
+#[test]
+fn root_runs_the_command_as_another_account() {
+    if !is_root() {
+        eprintln!("SKIP: --user needs root");
+        return;
+    }
+    let Some(account) = Account::create("u") else { return };
+    let home = scratch("user");
+    let work = home.join("work");
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = secureops_in(
+        &work,
+        &home,
+        &[
+            "run",
+            "--user",
+            &account.name,
+            "--",
+            "sh",
+            "-c",
+            "id -u; echo \"HOME=$HOME\"; touch made; cat \"$1\" || echo NOKEY",
+            "sh",
+            home.join("state/secureops/audit.key").to_str().unwrap(),
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some(account.uid.to_string().as_str()), "{text}");
+    assert_eq!(lines.next(), Some(format!("HOME={}", account.home.display()).as_str()));
+    assert!(text.contains("NOKEY"), "{text}");
+    let made = std::fs::metadata(work.join("made")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&made), account.uid);
+    // Only root may switch accounts.
+    let out = Command::new("setpriv")
+        .arg(format!("--reuid={}", account.uid))
+        .arg(format!("--regid={}", account.uid))
+        .arg("--clear-groups")
+        .arg(support::bin())
+        .args(["run", "--user", "root", "--", "true"])
+        .current_dir(&account.home)
+        .env("HOME", &account.home)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs root"));
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn listed_sockets_are_let_in_and_named_hidden_paths_are_not() {
+    let Some(net) = FakeInternet::start() else { return };
+    let home = scratch("listed");
+    let work = home.join("work");
+    std::fs::create_dir_all(home.join(".config/gh")).unwrap();
+    std::fs::write(home.join(".config/gh/hosts.yml"), "token: secret").unwrap();
+    std::fs::write(home.join("notes.txt"), "private").unwrap();
+    let allowed = home.join("agent.sock");
+    let other = home.join("other.sock");
+    let relays = Relays::start(vec![allowed.clone(), other.clone()], net.canary.clone(), None);
+    let docker = home.join("docker.sock");
+    std::fs::write(
+        work.join("secureops.toml"),
+        format!(
+            "[run]\nunix_sockets = [\"~/agent.sock\"]\nhide = [\"~/.config/gh\", \"~/notes.txt\", \"~/missing\"]\n\
+             [audit]\npath = \"{}\"\n",
+            home.join("logs/audit.jsonl").display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(home.join("logs")).unwrap();
+    let script = format!(
+        "curl -sS -m 5 --unix-socket {a} http://x/ >/dev/null 2>&1; echo ALLOWED=$?; \
+         curl -sS -m 5 --unix-socket {o} http://x/ >/dev/null 2>&1 && echo OTHER=open || echo OTHER=blocked; \
+         cat ~/.config/gh/hosts.yml 2>/dev/null || echo GH=hidden; \
+         cat ~/notes.txt 2>/dev/null | grep -q private && echo NOTES=visible || echo NOTES=hidden; \
+         ls ~/work >/dev/null && echo WORK=visible",
+        a = allowed.display(),
+        o = other.display()
+    );
+    let out = secureops_in(
+        &work,
+        &home,
+        &["run", "-c", "secureops.toml", "--", "sh", "-c", &script],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    // The listed socket reaches its server (the relay counts it; the
+    // canary behind it is a plain TCP counter that never answers HTTP).
+    assert_eq!(relays.hits.load(Ordering::SeqCst), 1, "{text}");
+    for want in ["OTHER=blocked", "GH=hidden", "NOTES=hidden", "WORK=visible"] {
+        assert!(text.contains(want), "missing {want}: {text}");
+    }
+    let entries = support::read_entries(&home.join("logs/audit.jsonl"));
+    let start = entries.iter().find(|e| e["kind"] == "start").unwrap();
+    assert!(
+        start["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains(allowed.to_str().unwrap()),
+        "{start}"
+    );
+    // `config validate` warns about a socket that is a way around the guard.
+    std::fs::write(
+        home.join("d.toml"),
+        format!("[run]\nunix_sockets = [\"{}\"]\n", docker.display()),
+    )
+    .unwrap();
+    let out = secureops_in(&home, &home, &["config", "validate", "d.toml"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.contains("warning: [run] unix_sockets") && text.contains("Docker"),
+        "{text}"
+    );
+    drop(relays);
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn a_rotating_log_in_the_working_folder_is_refused() {
+    if !is_root()
+        && !sh(&[
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--net",
+            "--mount",
+            "--pid",
+            "--fork",
+            "true",
+        ])
+    {
+        eprintln!("SKIP: no namespaces here");
+        return;
+    }
+    let home = scratch("rotating");
+    let work = home.join("work");
+    std::fs::write(
+        work.join("c.toml"),
+        "[audit]\npath = \"audit.jsonl\"\nrotate_bytes = 100000\n",
+    )
+    .unwrap();
+    let out = secureops_in(&work, &home, &["run", "-c", "c.toml", "--", "sh", "-c", "echo RAN"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}{err}");
+    assert!(!text.contains("RAN"));
+    assert!(err.contains("folder of its own"), "{err}");
+    let _ = std::fs::remove_dir_all(&home);
 }

@@ -130,7 +130,11 @@ pub fn describe() -> &'static str {
 /// it), network, mount and PID, with a fresh `/proc`.
 const UNSHARE: &[&str] = &[
     "--user",
-    "--map-root-user",
+    // CMD keeps its own uid inside (tools that refuse root, ssh and git
+    // ownership checks see what they expect); the init keeps the
+    // namespace's capabilities across exec, and CMD gets none.
+    "--map-current-user",
+    "--keep-caps",
     "--net",
     "--mount",
     "--pid",
