@@ -20,7 +20,7 @@ use anyhow::Context;
 /// The attempts, run by `sh` inside the run. Each prints one line.
 const DRILL: &str = r#"
 try() { name=$1; shift; if "$@" >/dev/null 2>&1; then echo "OPEN $name: $*"; else echo "blocked $name"; fi; }
-py() { command -v python3 >/dev/null 2>&1 || { echo "skipped $1: python3 not found"; return; }; n=$1; shift; try "$n" python3 -c "$@"; }
+py() { python3 -c pass >/dev/null 2>&1 || { echo "skipped $1: no usable python3"; return; }; n=$1; shift; try "$n" python3 -c "$@"; }
 UNIX='import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"x")'
 for pair in "unix-tmp:$P_TMP" "unix-run-user:$P_RUN" "unix-ssh:$P_SSH"; do
   name=${pair%%:*}; path=${pair#*:}

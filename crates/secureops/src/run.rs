@@ -152,6 +152,7 @@ fn mount_plan(
         hide: expand(&loaded.raw.run.hide),
         unix_sockets: expand(&loaded.raw.run.unix_sockets),
         host_sockets: confine::plan::host_sockets(),
+        terminals: confine::plan::other_terminals(),
     };
     confine::plan::Plan::build(&inputs)
 }

@@ -119,9 +119,14 @@ enum Who<'a> {
     User(&'a Account),
 }
 
+/// Tools from the system, usable by any account (root's own PATH may
+/// name folders other accounts cannot enter).
+const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// The doors, tried from inside; each prints `blocked NAME` or `OPEN NAME`.
 const DRILL: &str = r#"
 try() { name=$1; shift; if "$@" >/dev/null 2>&1; then echo "OPEN $name"; else echo "blocked $name"; fi; }
+python3 -c 'print("PY=ok")'
 for s in $RELAYS; do try "unix:$s" curl -sS -m 5 --unix-socket "$s" http://denied.test/; done
 try read-key cat "$STATE/audit.key"
 try list-state ls "$STATE"
@@ -140,6 +145,8 @@ try new-userns unshare --user --map-root-user true
 try nsenter nsenter --net=/proc/1/ns/net --user=/proc/1/ns/user true
 try direct-tcp curl -sS -m 5 --noproxy '*' "http://$CANARY/"
 try tmp-shared test -e "$HOSTMARK"
+try host-terminal sh -c 'exec 3< "$1"' sh "$HOSTTTY"
+try cgroup-write mkdir /sys/fs/cgroup/sop-escape-test
 echo "FDS=$(ls /proc/self/fd | tr '\n' ' ')"
 echo "PROCS=$(ls /proc | grep -c '^[0-9]')"
 setsid sleep 3434 </dev/null >/dev/null 2>&1 &
@@ -209,6 +216,27 @@ fn drill(who: Who<'_>) {
         .arg("--clear-groups")
         .args(["sleep", "3333"]);
     let mut host: Child = host.spawn().unwrap();
+    // A terminal of the user's, outside the run (its input could be read).
+    let mut tty = Command::new("setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .arg("--clear-groups")
+        .args([
+            "/usr/bin/python3",
+            "-c",
+            "import os,sys,time; m,s=os.openpty(); print(os.ttyname(s), flush=True); time.sleep(60)",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut tty_name = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(tty.stdout.as_mut().unwrap()),
+        &mut tty_name,
+    )
+    .unwrap();
+    let tty_name = tty_name.trim().to_owned();
+    assert!(tty_name.starts_with("/dev/pts/"), "{tty_name}");
     let relays_list: Vec<String> = relays.paths.iter().map(|p| p.display().to_string()).collect();
     let script = format!("SUPERVISOR=$(cat {}/supervisor.pid)\n{DRILL}", home.display());
     let mut c = Command::new("setpriv");
@@ -231,6 +259,8 @@ fn drill(who: Who<'_>) {
         .env("HOSTPID", host.id().to_string())
         .env("CANARY", &net.canary)
         .env("HOSTMARK", &hostmark)
+        .env("HOSTTTY", &tty_name)
+        .env("PATH", SYSTEM_PATH)
         .stdin(Stdio::null());
     for v in support::PROXY_VARS {
         c.env_remove(v);
@@ -244,10 +274,13 @@ fn drill(who: Who<'_>) {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "run failed: {text}\n{err}");
     assert!(text.contains("done"), "{text}\n{err}");
+    // The python3 attempts ran (a python3 the account cannot execute would
+    // fail them all and prove nothing).
+    assert!(text.contains("PY=ok"), "{text}\n{err}");
     let open: Vec<&str> = text.lines().filter(|l| l.starts_with("OPEN")).collect();
     assert!(open.is_empty(), "doors open: {open:?}\n{text}\n{err}");
     let blocked = text.lines().filter(|l| l.starts_with("blocked")).count();
-    assert_eq!(blocked, relays.paths.len() + 17, "{text}");
+    assert_eq!(blocked, relays.paths.len() + 19, "{text}");
     // Nothing reached the canary or the relays.
     assert_eq!(net.canary(), before_canary, "the canary saw traffic");
     assert_eq!(relays.hits.load(Ordering::SeqCst), relay_hits, "a relay was reached");
@@ -286,6 +319,9 @@ fn drill(who: Who<'_>) {
     assert!(state == "S" || state == "R", "host process is {state}");
     host.kill().unwrap();
     host.wait().unwrap();
+    let _ = tty.kill();
+    let _ = tty.wait();
+    let _ = std::fs::remove_dir("/sys/fs/cgroup/sop-escape-test");
     // The daemonised grandchild did not outlive the run.
     let deadline = Instant::now() + Duration::from_secs(5);
     while !support::pids_of("sleep\u{0}3434").is_empty() {
@@ -415,6 +451,7 @@ fn the_probe_finds_every_door_shut_as_root_and_as_an_ordinary_user() {
         .args(["tier", "--probe"])
         .current_dir(&account.home)
         .env("HOME", &account.home)
+        .env("PATH", SYSTEM_PATH)
         .env_remove("XDG_STATE_HOME")
         .stdin(Stdio::null())
         .output()
@@ -422,6 +459,10 @@ fn the_probe_finds_every_door_shut_as_root_and_as_an_ordinary_user() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(!text.contains("OPEN"), "{text}");
+    assert!(
+        text.contains("blocked vsock") && text.contains("blocked io_uring"),
+        "{text}"
+    );
     // The account's log and key went to its own state folder.
     assert!(account.home.join(".local/state/secureops/audit.key").exists());
 }

@@ -95,6 +95,9 @@ pub fn apply(plan: &Plan) -> anyhow::Result<()> {
             Err(e) => return Err(e).with_context(|| format!("cannot lock {}", file.display())),
         }
     }
+    for tree in &plan.read_only_trees {
+        read_only_tree(tree).with_context(|| format!("cannot lock {}", tree.display()))?;
+    }
     rustix::mount::unmount(&stage, UnmountFlags::DETACH).context("cannot detach the staging folder")?;
     let _ = std::fs::remove_dir(&stage);
     Ok(())
@@ -160,6 +163,43 @@ fn mask(empty: &Path, target: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// Binds `tree` onto itself with every mount below it, then makes each of
+/// those copies read-only (a plain bind would hide the mounts below).
+fn read_only_tree(tree: &Path) -> anyhow::Result<()> {
+    rustix::mount::mount_bind_recursive(tree, tree)?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape)
+        .filter(|p| p.starts_with(tree))
+        .collect();
+    points.sort_by_key(|p| p.components().count());
+    points.dedup();
+    for p in points {
+        remount_read_only(&p)?;
+    }
+    Ok(())
+}
+
+/// Mount points in mountinfo escape space, tab, newline and backslash as
+/// `\ooo`.
+fn unescape(field: &str) -> PathBuf {
+    let mut out = Vec::with_capacity(field.len());
+    let b = field.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
+}
+
 /// Makes the bind mount at `path` read-only, keeping the flags the kernel
 /// locks for a less privileged mount namespace (nosuid, nodev, noexec,
 /// atime): dropping one of them is refused.
@@ -180,4 +220,16 @@ fn remount_read_only(path: &Path) -> anyhow::Result<()> {
     }
     rustix::mount::mount_remount(path, flags, "")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape("/a\\040b\\011c\\134d"), PathBuf::from("/a b\tc\\d"));
+        assert_eq!(unescape("/plain"), PathBuf::from("/plain"));
+        assert_eq!(unescape("/end\\04"), PathBuf::from("/end\\04"));
+    }
 }

@@ -31,6 +31,8 @@ pub struct Plan {
     pub allowed_sockets: Vec<PathBuf>,
     /// Files made read-only in place (the run's config files).
     pub read_only: Vec<PathBuf>,
+    /// Mount trees made read-only in place, every mount in them.
+    pub read_only_trees: Vec<PathBuf>,
 }
 
 /// Upper bound of a plan on the wire (a host with very many sockets).
@@ -90,6 +92,8 @@ pub struct Inputs {
     pub unix_sockets: Vec<PathBuf>,
     /// The host's bound pathname sockets ([`host_sockets`]).
     pub host_sockets: Vec<PathBuf>,
+    /// The host's terminals but CMD's own ([`other_terminals`]).
+    pub terminals: Vec<PathBuf>,
 }
 
 impl Plan {
@@ -129,6 +133,8 @@ impl Plan {
         plan.hide_dirs = dirs;
         let mut files = vec![i.audit_log.clone(), torn(&i.audit_log), i.audit_key.clone()];
         files.extend(i.escalation_socket.clone());
+        // Another terminal of the user could be read (stealing its input).
+        files.extend(i.terminals.iter().cloned());
         for h in &i.hide {
             if real_dir(h) {
                 plan.hide_dirs.push(h.clone());
@@ -148,8 +154,37 @@ impl Plan {
             .cloned()
             .collect();
         plan.read_only.retain(|p| exposed(p));
+        // A cgroup tree delegated to the user would let CMD kill, freeze
+        // or move the user's other processes (cgroup.kill, cgroup.procs,
+        // v1's freezer and tasks files).
+        if real_dir(Path::new(CGROUP)) {
+            plan.read_only_trees.push(PathBuf::from(CGROUP));
+        }
         Ok(plan)
     }
+}
+
+/// Where the unified cgroup hierarchy is mounted.
+const CGROUP: &str = "/sys/fs/cgroup";
+
+/// The host's pseudo-terminals (`/dev/pts/N`) except those CMD inherits
+/// as stdin, stdout or stderr: their input could be read from inside.
+pub fn other_terminals() -> Vec<PathBuf> {
+    let own: Vec<PathBuf> = (0..3)
+        .filter_map(|fd| std::fs::read_link(format!("/proc/self/fd/{fd}")).ok())
+        .collect();
+    let Ok(dir) = std::fs::read_dir("/dev/pts") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(|e| e.path())
+        .filter(|p| !own.contains(p))
+        .collect()
 }
 
 /// Where a torn last line of the log is moved (see secureops-audit).
