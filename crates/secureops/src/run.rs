@@ -171,7 +171,7 @@ fn run_weak(loaded: &crate::config::Loaded, audit: Option<&Path>, cmd: &[String]
         let url = format!("http://{}", guard.addr);
         let mut child = tokio::process::Command::new(program);
         child.args(args);
-        crate::confine::proxy_env(child.as_std_mut(), &url);
+        crate::confine::proxy_env(child.as_std_mut(), &url, None);
         let mut child = child.spawn().with_context(|| format!("cannot start {program:?}"))?;
         // Only now: the command keeps the open-file limit it was given.
         crate::serve::raise_fd_limit(loaded.proxy_config().max_connections);

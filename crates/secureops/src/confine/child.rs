@@ -105,7 +105,7 @@ fn setup_and_exec(control: &Path, cmd: &[String]) -> anyhow::Result<u8> {
         .arg("--")
         .arg(program);
     command.args(args);
-    crate::confine::proxy_env(&mut command, &url);
+    crate::confine::proxy_env(&mut command, &url, Some(super::LOOPBACK));
     super::init::run(command).with_context(|| format!("cannot run {program:?}"))
 }
 

@@ -110,16 +110,24 @@ impl RunAs {
     }
 }
 
-/// Points the proxy variables (both cases, as tools disagree) at `url` and
-/// removes the exceptions, for tools that honour them.
-pub fn proxy_env(command: &mut Command, url: &str) {
+/// Points the proxy variables (both cases, as tools disagree) at `url`,
+/// for tools that honour them. The exceptions are the caller's: none
+/// (`--weak`: loopback is the host's), or the namespace's own loopback
+/// ([`LOOPBACK`]: the agent's local servers, which never leave the run).
+pub fn proxy_env(command: &mut Command, url: &str, no_proxy: Option<&str>) {
     for var in secureops_proxy::PROXY_VARIABLES {
         command.env(var, url);
     }
     for var in secureops_proxy::NO_PROXY_VARIABLES {
-        command.env_remove(var);
+        match no_proxy {
+            Some(list) => command.env(var, list),
+            None => command.env_remove(var),
+        };
     }
 }
+
+/// Inside a run, loopback is the namespace's own.
+pub const LOOPBACK: &str = "localhost,127.0.0.1,::1";
 
 /// How CMD will be confined, for messages and `tier`.
 pub fn describe() -> &'static str {

@@ -54,7 +54,13 @@ impl FakeInternet {
         }
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let id = (std::process::id() % 10_000) * 10 + n;
-        let net = (std::process::id() * 7 + n * 31) % 250 + 1;
+        // A /24 no other namespace (a leftover, a parallel test) holds.
+        let used = Command::new("ip").args(["-br", "addr"]).output().unwrap().stdout;
+        let used = String::from_utf8_lossy(&used).into_owned();
+        let net = (0..250)
+            .map(|k| (std::process::id() * 7 + n * 31 + k) % 250 + 1)
+            .find(|net| !used.contains(&format!("198.18.{net}.")))
+            .unwrap();
         let ns = format!("sop{id}");
         let (host_if, ns_if) = (format!("sop{id}h"), format!("sop{id}n"));
         let dir = tempfile::tempdir().unwrap();
