@@ -69,11 +69,15 @@ pub fn run(
     // The namespace is created before the runtime starts (see confine).
     // A layer this machine should have and cannot put up stops the run
     // (fail-closed); --weak is the only way to run with less.
+    // Decided before anything starts: a plan that cannot hold stops the
+    // run before anything is logged or run.
+    let plan = mount_plan(&loaded, config, audit, run_as.as_ref());
     let confined = confine::seccomp::supported()
         .map_err(|e| anyhow::anyhow!("no seccomp filter for this machine: {e}"))
-        .and_then(|()| confine::spawn(cmd, run_as.as_ref()));
+        .and(plan)
+        .and_then(|plan| Ok((plan, confine::spawn(cmd, run_as.as_ref())?)));
     match confined {
-        Ok((confined, listeners)) => run_confined(&loaded, config, audit, run_as.as_ref(), confined, listeners),
+        Ok((plan, (confined, listeners))) => run_confined(&loaded, audit, &plan, confined, listeners),
         Err(e) if weak => {
             eprintln!(
                 "secureops: warning: {e:#}; running proxy-only (--weak): tools that ignore HTTPS_PROXY are not stopped"
@@ -89,9 +93,8 @@ pub fn run(
 
 fn run_confined(
     loaded: &crate::config::Loaded,
-    config: Option<&Path>,
     audit: Option<&Path>,
-    run_as: Option<&confine::RunAs>,
+    plan: &confine::plan::Plan,
     mut confined: confine::Confined,
     listeners: confine::Listeners,
 ) -> anyhow::Result<ExitCode> {
@@ -101,11 +104,8 @@ fn run_confined(
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
         let mut quit = signal(SignalKind::quit())?;
-        // Decided before the guard starts: a plan that cannot hold stops
-        // the run before anything is logged or run.
-        let plan = mount_plan(loaded, config, audit, run_as)?;
         let guard = Guard::start_confined(loaded, audit, listeners, ProcNet::new(pid)).await?;
-        confined.go(&plan).context("cannot start the command")?;
+        confined.go(plan).context("cannot start the command")?;
         let mut child = confined.child;
         let init = confined.init;
         let forward = move |sig| {

@@ -147,6 +147,11 @@ try direct-tcp curl -sS -m 5 --noproxy '*' "http://$CANARY/"
 try tmp-shared test -e "$HOSTMARK"
 try host-terminal sh -c 'exec 3< "$1"' sh "$HOSTTTY"
 try cgroup-write mkdir /sys/fs/cgroup/sop-escape-test
+try hidden-relative cat secret.txt
+try hidden-parent cat ../work/secret.txt
+try ipc-host sh -c 'ipcs -m | grep -qw "$SHMID"'
+try kernel-setting sh -c 'echo sop > /proc/sys/kernel/hostname'
+try session-shared sh -c 'test "$(cut -d" " -f6 /proc/$$/stat)" = 0'
 echo "FDS=$(ls /proc/self/fd | tr '\n' ' ')"
 echo "PROCS=$(ls /proc | grep -c '^[0-9]')"
 setsid sleep 3434 </dev/null >/dev/null 2>&1 &
@@ -177,11 +182,20 @@ fn drill(who: Who<'_>) {
         &config,
         format!(
             "[network]\negress_allowlist = [\"allowed.test\"]\nprivate_destinations = [\"198.18.0.0/15\"]\n\
-             [dns]\nupstream = []\nhosts = {{ \"allowed.test\" = [\"{}\"], \"denied.test\" = [\"{}\"] }}\n",
+             [dns]\nupstream = []\nhosts = {{ \"allowed.test\" = [\"{}\"], \"denied.test\" = [\"{}\"] }}\n\
+             [run]\nhide = [\"~/work/secret.txt\"]\n",
             net.allowed, net.canary
         ),
     )
     .unwrap();
+    std::fs::write(work.join("secret.txt"), "secret").unwrap();
+    // A SysV shared memory segment of the host's.
+    let shm = Command::new("ipcmk").args(["-M", "64"]).output().unwrap();
+    let shmid = String::from_utf8_lossy(&shm.stdout)
+        .split_whitespace()
+        .last()
+        .unwrap_or("none")
+        .to_owned();
     if let Some(uid) = owner {
         assert!(sh(&["chown", "-R", &format!("{uid}:{uid}"), home.to_str().unwrap()]));
     }
@@ -260,6 +274,7 @@ fn drill(who: Who<'_>) {
         .env("CANARY", &net.canary)
         .env("HOSTMARK", &hostmark)
         .env("HOSTTTY", &tty_name)
+        .env("SHMID", &shmid)
         .env("PATH", SYSTEM_PATH)
         .stdin(Stdio::null());
     for v in support::PROXY_VARS {
@@ -280,7 +295,7 @@ fn drill(who: Who<'_>) {
     let open: Vec<&str> = text.lines().filter(|l| l.starts_with("OPEN")).collect();
     assert!(open.is_empty(), "doors open: {open:?}\n{text}\n{err}");
     let blocked = text.lines().filter(|l| l.starts_with("blocked")).count();
-    assert_eq!(blocked, relays.paths.len() + 19, "{text}");
+    assert_eq!(blocked, relays.paths.len() + 24, "{text}");
     // Nothing reached the canary or the relays.
     assert_eq!(net.canary(), before_canary, "the canary saw traffic");
     assert_eq!(relays.hits.load(Ordering::SeqCst), relay_hits, "a relay was reached");
@@ -322,6 +337,7 @@ fn drill(who: Who<'_>) {
     let _ = tty.kill();
     let _ = tty.wait();
     let _ = std::fs::remove_dir("/sys/fs/cgroup/sop-escape-test");
+    let _ = Command::new("ipcrm").args(["-m", &shmid]).status();
     // The daemonised grandchild did not outlive the run.
     let deadline = Instant::now() + Duration::from_secs(5);
     while !support::pids_of("sleep\u{0}3434").is_empty() {

@@ -68,6 +68,10 @@ fn setup_and_exec(control: &Path, cmd: &[String]) -> anyhow::Result<u8> {
     let plan = Plan::recv(&mut sock)?;
     drop(sock);
     super::mounts::apply(&plan).context("mount namespace")?;
+    // Our working folder is still the one from before the mounts: CMD must
+    // start in the bound-back copy, where the masks are (relative paths
+    // and `..` would otherwise walk the host's tree).
+    super::mounts::enter(&plan.cwd).context("cannot enter the working folder")?;
     // If the supervisor dies, the run dies with it: nothing runs unguarded.
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .context("cannot set the parent-death signal")?;
@@ -93,7 +97,21 @@ fn setup_and_exec(control: &Path, cmd: &[String]) -> anyhow::Result<u8> {
     // CMD gets no capability (not even inside the namespace, so it cannot
     // touch the nftables rules or forge source addresses) and can never
     // regain one (no-new-privs: setuid binaries do not elevate).
-    let mut command = Command::new("setpriv");
+    // Without a terminal, CMD gets a session of its own: `kill(0, …)`
+    // then reaches only the run (the supervisor's process group is outside
+    // the PID namespace but shares the session otherwise). With one, it
+    // stays in the terminal's foreground group for job control.
+    let interactive = (0..3).any(|fd| {
+        std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .is_ok_and(|t| t.starts_with("/dev/pts") || t.starts_with("/dev/tty"))
+    });
+    let mut command = if interactive {
+        Command::new(tool("setpriv")?)
+    } else {
+        let mut c = Command::new(tool("setsid")?);
+        c.arg("--wait").arg(tool("setpriv")?);
+        c
+    };
     command
         .args([
             "--no-new-privs",
@@ -106,7 +124,7 @@ fn setup_and_exec(control: &Path, cmd: &[String]) -> anyhow::Result<u8> {
         .arg(program);
     command.args(args);
     crate::confine::proxy_env(&mut command, &url, Some(super::LOOPBACK));
-    super::init::run(command).with_context(|| format!("cannot run {program:?}"))
+    super::init::run(command, interactive).with_context(|| format!("cannot run {program:?}"))
 }
 
 /// Every TCP connection of this namespace ends at the guard on this
@@ -126,8 +144,22 @@ fn unpace_namespace() {
     let _ = UNPACED.iter().any(|name| std::fs::write(SYSCTL, name).is_ok());
 }
 
+/// Folders the init takes its tools from: never the user's `PATH`, which
+/// may name folders an earlier run could write (the init holds the
+/// namespace's capabilities while it runs them).
+const SYSTEM_PATH: &[&str] = &["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+
+/// `name` from [`SYSTEM_PATH`].
+fn tool(name: &str) -> anyhow::Result<std::path::PathBuf> {
+    SYSTEM_PATH
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{name} not found in {}", SYSTEM_PATH.join(":")))
+}
+
 fn run(argv: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new(argv[0])
+    let out = Command::new(tool(argv[0])?)
         .args(&argv[1..])
         .stdin(Stdio::null())
         .output()
@@ -143,7 +175,7 @@ fn run(argv: &[&str]) -> anyhow::Result<()> {
 }
 
 fn apply_nft(rules: &str) -> anyhow::Result<()> {
-    let mut child = Command::new("nft")
+    let mut child = Command::new(tool("nft")?)
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

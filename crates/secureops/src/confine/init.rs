@@ -29,11 +29,16 @@ const FORWARD: &[Signal] = &[
 ];
 
 /// Starts `command` and serves as init until it exits; returns its status.
-pub fn run(mut command: Command) -> anyhow::Result<u8> {
+/// `interactive`: CMD shares the terminal's foreground process group, so
+/// the terminal delivers SIGINT and SIGQUIT (Ctrl-C, Ctrl-\\) to it
+/// directly; they are not passed on a second time.
+pub fn run(mut command: Command, interactive: bool) -> anyhow::Result<u8> {
     let mut set = SigSet::empty();
     set.add(Signal::SIGCHLD);
     for s in FORWARD {
-        set.add(*s);
+        if !(interactive && matches!(s, Signal::SIGINT | Signal::SIGQUIT)) {
+            set.add(*s);
+        }
     }
     // Blocked only after the spawn: a blocked mask is inherited by CMD
     // (std does not clear it). A SIGCHLD before the block is caught by the
@@ -41,6 +46,9 @@ pub fn run(mut command: Command) -> anyhow::Result<u8> {
     // ignores what it has no handler for), a window of microseconds.
     let child = command.spawn().context("cannot start the command")?;
     set.thread_block().context("cannot block signals")?;
+    // From now on the init only waits and signals inside the run: it keeps
+    // no capability (a process that could reach it gains nothing).
+    drop_capabilities().context("cannot drop the init's capabilities")?;
     let cmd = Pid::from_raw(i32::try_from(child.id()).context("pid")?);
     let mut sig = Signal::SIGCHLD;
     loop {
@@ -69,4 +77,17 @@ fn reap(cmd: Pid) -> Option<u8> {
             Ok(_) => {}
         }
     }
+}
+
+fn drop_capabilities() -> rustix::io::Result<()> {
+    use rustix::thread::{CapabilitySet, CapabilitySets, set_capabilities};
+    rustix::thread::clear_ambient_capability_set()?;
+    set_capabilities(
+        None,
+        CapabilitySets {
+            effective: CapabilitySet::empty(),
+            permitted: CapabilitySet::empty(),
+            inheritable: CapabilitySet::empty(),
+        },
+    )
 }

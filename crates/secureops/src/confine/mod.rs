@@ -72,7 +72,12 @@ pub struct RunAs {
     pub gid: u32,
     /// Its home folder.
     pub home: std::path::PathBuf,
+    /// Its login shell.
+    pub shell: std::path::PathBuf,
 }
+
+/// What `--user` keeps of the caller's environment (besides `LC_*`).
+const KEEP_ENV: &[&str] = &["TERM", "COLORTERM", "LANG", "LANGUAGE", "TZ", "NO_COLOR"];
 
 impl RunAs {
     /// Looks an account up through NSS (`getent passwd`).
@@ -91,6 +96,7 @@ impl RunAs {
             uid: fields[2].parse().context("uid")?,
             gid: fields[3].parse().context("gid")?,
             home: fields[5].into(),
+            shell: fields[6].into(),
         })
     }
 
@@ -105,8 +111,16 @@ impl RunAs {
             return None;
         }
         let name = std::env::var("SUDO_USER").unwrap_or_else(|_| uid.to_string());
-        let home = RunAs::lookup(&name).map_or_else(|_| crate::config::agent_home(), |r| r.home);
-        Some(RunAs { name, uid, gid, home })
+        let found = RunAs::lookup(&name).ok();
+        Some(RunAs {
+            name,
+            uid,
+            gid,
+            home: found
+                .as_ref()
+                .map_or_else(crate::config::agent_home, |r| r.home.clone()),
+            shell: found.map_or_else(|| "/bin/sh".into(), |r| r.shell),
+        })
     }
 }
 
@@ -145,6 +159,11 @@ const UNSHARE: &[&str] = &[
     "--keep-caps",
     "--net",
     "--mount",
+    // SysV IPC and POSIX message queues, the host name, the cgroup view:
+    // the host's would be shared otherwise.
+    "--ipc",
+    "--uts",
+    "--cgroup",
     "--pid",
     "--fork",
     "--kill-child=KILL",
@@ -178,9 +197,18 @@ pub fn spawn(cmd: &[String], run_as: Option<&RunAs>) -> anyhow::Result<(Confined
             .arg(format!("--reuid={}", user.uid))
             .arg(format!("--regid={}", user.gid))
             .arg("--init-groups")
+            // Root's environment (its secrets, its XDG folders) is not the
+            // account's: only what describes the terminal and locale stays.
+            .env_clear()
+            .envs(std::env::vars_os().filter(|(k, _)| {
+                k.to_str()
+                    .is_some_and(|k| KEEP_ENV.contains(&k) || k.starts_with("LC_"))
+            }))
             .env("HOME", &user.home)
             .env("USER", &user.name)
-            .env("LOGNAME", &user.name);
+            .env("LOGNAME", &user.name)
+            .env("SHELL", &user.shell)
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin");
     }
     command.args(["--pdeathsig=KILL", "--", "unshare"]).args(UNSHARE);
     command.arg("--").arg(exe).arg("__ns-child").arg("--control").arg(&path);

@@ -95,6 +95,12 @@ pub fn apply(plan: &Plan) -> anyhow::Result<()> {
             Err(e) => return Err(e).with_context(|| format!("cannot lock {}", file.display())),
         }
     }
+    for dir in &plan.pinned {
+        match rustix::mount::mount_bind_recursive(dir, dir) {
+            Ok(()) | Err(Errno::NOENT | Errno::ACCESS) => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot pin {}", dir.display())),
+        }
+    }
     for tree in &plan.read_only_trees {
         read_only_tree(tree).with_context(|| format!("cannot lock {}", tree.display()))?;
     }
@@ -158,7 +164,10 @@ fn stage_dir(plan: &Plan) -> anyhow::Result<PathBuf> {
 fn mask(empty: &Path, target: &Path) -> anyhow::Result<()> {
     match rustix::mount::mount_bind(empty, target) {
         Ok(()) => remount_read_only(target),
-        Err(Errno::NOENT | Errno::ACCESS | Errno::NOTDIR) => Ok(()),
+        // The init and CMD share a uid: what the init cannot reach, CMD
+        // cannot either. Anything else (a folder where a file was
+        // planned: ENOTDIR) fails the run.
+        Err(Errno::NOENT | Errno::ACCESS) => Ok(()),
         Err(e) => bail!("{e}"),
     }
 }
@@ -198,6 +207,18 @@ fn unescape(field: &str) -> PathBuf {
         }
     }
     PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
+}
+
+/// Changes into `cwd` as it now resolves (the bound-back copy), and checks
+/// it is the same folder as before the mounts.
+pub fn enter(cwd: &Path) -> anyhow::Result<()> {
+    let before = rustix::fs::stat(".")?;
+    std::env::set_current_dir(cwd)?;
+    let after = rustix::fs::stat(".")?;
+    if (before.st_dev, before.st_ino) != (after.st_dev, after.st_ino) {
+        bail!("{} is not the folder the run was started in", cwd.display());
+    }
+    Ok(())
 }
 
 /// Makes the bind mount at `path` read-only, keeping the flags the kernel

@@ -33,6 +33,10 @@ pub struct Plan {
     pub read_only: Vec<PathBuf>,
     /// Mount trees made read-only in place, every mount in them.
     pub read_only_trees: Vec<PathBuf>,
+    /// Folders bound onto themselves (recursively) so CMD cannot rename
+    /// them: every folder above what is hidden or read-only, so moving a
+    /// parent aside cannot undo a mask for the next run.
+    pub pinned: Vec<PathBuf>,
 }
 
 /// Upper bound of a plan on the wire (a host with very many sockets).
@@ -102,7 +106,10 @@ impl Plan {
     /// whole folder when the log rotates or the folder is the guard's,
     /// which must then not hold CMD's working folder); config files
     /// read-only; every host socket masked but those allowed.
-    pub fn build(i: &Inputs) -> anyhow::Result<Plan> {
+    pub fn build(raw: &Inputs) -> anyhow::Result<Plan> {
+        // Decisions on the paths as the kernel resolves them: a symlinked
+        // hide entry or state folder is hidden at its target.
+        let i = &raw.canonical();
         let real_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
         let mut plan = Plan {
             cwd: i.cwd.clone(),
@@ -119,7 +126,8 @@ impl Plan {
         for d in &dirs {
             if i.cwd.starts_with(d) {
                 bail!(
-                    "the command's working folder {} lies in {}, which holds the guard's audit files;                      run it from another folder{}",
+                    "the command's working folder {} lies in {}, which holds the guard's audit files; run it \
+                     from another folder{}",
                     i.cwd.display(),
                     d.display(),
                     if i.rotates {
@@ -160,7 +168,54 @@ impl Plan {
         if real_dir(Path::new(CGROUP)) {
             plan.read_only_trees.push(PathBuf::from(CGROUP));
         }
+        // Kernel settings: a run as the host's root could otherwise write
+        // root-owned ones (kernel.core_pattern runs a program as root).
+        plan.read_only_trees.push(PathBuf::from("/proc/sys"));
+        plan.hide_files.push(PathBuf::from("/proc/sysrq-trigger"));
+        let mut pinned: Vec<PathBuf> = plan
+            .hide_dirs
+            .iter()
+            .chain(&plan.hide_files)
+            .chain(&plan.read_only)
+            .flat_map(|p| p.ancestors().skip(1).map(Path::to_path_buf).collect::<Vec<_>>())
+            .filter(|a| a.parent().is_some() && !a.starts_with("/proc") && real_dir(a) && exposed(a))
+            .collect();
+        pinned.sort_by_key(|p| p.components().count());
+        pinned.dedup();
+        plan.pinned = pinned;
         Ok(plan)
+    }
+}
+
+impl Inputs {
+    /// The same inputs with every existing path resolved (symlinks,
+    /// `..`); missing ones keep their parent resolved.
+    fn canonical(&self) -> Inputs {
+        let c = |p: &PathBuf| canonical(p);
+        let all = |v: &[PathBuf]| v.iter().map(canonical).collect();
+        Inputs {
+            cwd: c(&self.cwd),
+            audit_log: c(&self.audit_log),
+            audit_key: c(&self.audit_key),
+            rotates: self.rotates,
+            guard_dirs: all(&self.guard_dirs),
+            escalation_socket: self.escalation_socket.as_ref().map(c),
+            configs: all(&self.configs),
+            hide: all(&self.hide),
+            unix_sockets: all(&self.unix_sockets),
+            host_sockets: self.host_sockets.clone(),
+            terminals: self.terminals.clone(),
+        }
+    }
+}
+
+fn canonical(p: &PathBuf) -> PathBuf {
+    if let Ok(c) = std::fs::canonicalize(p) {
+        return c;
+    }
+    match (p.parent(), p.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir).map_or_else(|_| p.clone(), |d| d.join(name)),
+        _ => p.clone(),
     }
 }
 
