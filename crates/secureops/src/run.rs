@@ -38,6 +38,12 @@ pub fn run(
         }
         None => confine::RunAs::sudo_user(),
     };
+    if run_as.is_none() && rustix::process::geteuid().is_root() {
+        eprintln!(
+            "secureops: warning: the command runs as root: it has no capabilities but owns root's files; \
+             give it an account of its own with --user NAME"
+        );
+    }
     // The log and key stay out of CMD's working folder unless the user
     // put them somewhere on purpose (contract: the state folder).
     let (log, key) = crate::config::run_audit_default();
