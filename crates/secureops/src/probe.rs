@@ -2,8 +2,8 @@
 //! machine tries every door the confinement must keep shut, while this
 //! process holds the host side of each: Unix sockets in `/tmp`,
 //! `/run/user/UID` and `~/.ssh`, a TCP and a UDP listener on every
-//! address, a host process to signal and trace, and the run's own audit
-//! key and log. A door is `blocked` only when the attempt failed inside
+//! address, a host process to signal and trace, a SysV shared memory
+//! segment, and the run's own audit key and log (also by a relative path). A door is `blocked` only when the attempt failed inside
 //! *and* nothing arrived outside.
 
 use std::io::Read;
@@ -32,6 +32,10 @@ try proc-host ls "/proc/$P_HOSTPID/fd"
 py ptrace-host 'import ctypes,sys; sys.exit(0 if ctypes.CDLL(None, use_errno=True).ptrace(16, int(sys.argv[1]), 0, 0) == 0 else 1)' "$P_HOSTPID"
 try read-audit-key cat "$P_KEY"
 try append-audit-log sh -c 'printf "{}\n" >> "$1"' sh "$P_LOG"
+try read-audit-log-relative cat ../logs/audit.jsonl
+try host-ipc sh -c 'ipcs -m | grep -qw "$P_SHMID"'
+try kernel-setting sh -c 'echo probe > /proc/sys/kernel/hostname'
+try session-shared sh -c 'test "$(cut -d" " -f6 /proc/$$/stat)" = 0'
 py vsock 'import socket; socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)'
 py io_uring 'import ctypes,sys; b=ctypes.create_string_buffer(120); sys.exit(0 if ctypes.CDLL(None, use_errno=True).syscall(425, 4, b) >= 0 else 1)'
 py direct-tcp 'import socket,sys; s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3); s.sendall(b"x"); s.recv(1) or sys.exit(1)' "$P_HOSTIP" "$P_TCP"
@@ -101,6 +105,20 @@ pub fn probe() -> anyhow::Result<ExitCode> {
         .spawn()
         .context("cannot start a host process")?;
     env.push(("P_HOSTPID".into(), host.id().to_string()));
+    // A SysV shared memory segment of the host's (the run has its own IPC
+    // namespace).
+    let shmid = Command::new("ipcmk")
+        .args(["-M", "64"])
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .last()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "none".into());
+    env.push(("P_SHMID".into(), shmid.clone()));
     let log = logs.join("audit.jsonl");
     let key = crate::config::run_audit_default().1;
     env.push(("P_LOG".into(), log.display().to_string()));
@@ -155,6 +173,7 @@ pub fn probe() -> anyhow::Result<ExitCode> {
     }
     let _ = host.kill();
     let _ = host.wait();
+    let _ = Command::new("ipcrm").args(["-m", &shmid]).status();
     for path in &sockets {
         let _ = std::fs::remove_file(path);
     }

@@ -146,6 +146,13 @@ fn mount_plan(
     let expand = |list: &[toml::Spanned<String>]| -> Vec<PathBuf> {
         list.iter().map(|s| crate::config::expand(s.get_ref(), &home)).collect()
     };
+    if confine::plan::PRIVATE.iter().any(|p| cwd == Path::new(p)) {
+        eprintln!(
+            "secureops: warning: the command's working folder is {}: the host's copy stays visible to it, \
+             not a private one; run it from a folder of its own",
+            cwd.display()
+        );
+    }
     let inputs = confine::plan::Inputs {
         cwd: cwd.clone(),
         audit_log: absolute(audit_config.path.clone()),

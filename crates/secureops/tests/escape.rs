@@ -111,6 +111,16 @@ impl Drop for Relays {
     }
 }
 
+/// A host process killed when the test ends, passed or not.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Who runs `secureops run`.
 enum Who<'a> {
     Root,
@@ -229,23 +239,25 @@ fn drill(who: Who<'_>) {
         .arg(format!("--regid={uid}"))
         .arg("--clear-groups")
         .args(["sleep", "3333"]);
-    let mut host: Child = host.spawn().unwrap();
+    let host = Reaped(host.spawn().unwrap());
     // A terminal of the user's, outside the run (its input could be read).
-    let mut tty = Command::new("setpriv")
-        .arg(format!("--reuid={uid}"))
-        .arg(format!("--regid={uid}"))
-        .arg("--clear-groups")
-        .args([
-            "/usr/bin/python3",
-            "-c",
-            "import os,sys,time; m,s=os.openpty(); print(os.ttyname(s), flush=True); time.sleep(60)",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut tty = Reaped(
+        Command::new("setpriv")
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={uid}"))
+            .arg("--clear-groups")
+            .args([
+                "/usr/bin/python3",
+                "-c",
+                "import os,sys,time; m,s=os.openpty(); print(os.ttyname(s), flush=True); time.sleep(60)",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut tty_name = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(tty.stdout.as_mut().unwrap()),
+        &mut std::io::BufReader::new(tty.0.stdout.as_mut().unwrap()),
         &mut tty_name,
     )
     .unwrap();
@@ -270,7 +282,7 @@ fn drill(who: Who<'_>) {
         .env("XDG_STATE_HOME", &state_home)
         .env("STATE", state_home.join("secureops"))
         .env("RELAYS", relays_list.join(" "))
-        .env("HOSTPID", host.id().to_string())
+        .env("HOSTPID", host.0.id().to_string())
         .env("CANARY", &net.canary)
         .env("HOSTMARK", &hostmark)
         .env("HOSTTTY", &tty_name)
@@ -329,13 +341,10 @@ fn drill(who: Who<'_>) {
         .unwrap();
     assert!(procs <= 5, "{procs} processes visible: {text}");
     // The host process runs on, not stopped.
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", host.id())).unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", host.0.id())).unwrap();
     let state = stat.rsplit(')').next().unwrap().split_whitespace().next().unwrap();
     assert!(state == "S" || state == "R", "host process is {state}");
-    host.kill().unwrap();
-    host.wait().unwrap();
-    let _ = tty.kill();
-    let _ = tty.wait();
+    drop((host, tty));
     let _ = std::fs::remove_dir("/sys/fs/cgroup/sop-escape-test");
     let _ = Command::new("ipcrm").args(["-m", &shmid]).status();
     // The daemonised grandchild did not outlive the run.

@@ -312,7 +312,8 @@ fn signals_are_forwarded_sudo_users_keep_their_identity_and_a_killed_run_takes_i
     let dir = net.dir.path();
     // SIGTERM to `secureops run` reaches CMD, whose handler decides the status.
     let mut c = Command::new(support::bin());
-    c.arg("run")
+    c.env("XDG_STATE_HOME", dir.join("state"))
+        .arg("run")
         .arg("-c")
         .arg(&config)
         .arg("--audit")
@@ -329,6 +330,7 @@ fn signals_are_forwarded_sudo_users_keep_their_identity_and_a_killed_run_takes_i
     std::fs::set_permissions(shared.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let made = shared.path().join("made-by-cmd");
     let out = Command::new(support::bin())
+        .env("XDG_STATE_HOME", dir.join("state"))
         .arg("run")
         .arg("-c")
         .arg(&config)
@@ -347,7 +349,8 @@ fn signals_are_forwarded_sudo_users_keep_their_identity_and_a_killed_run_takes_i
     );
     // SIGKILL of the supervisor: the command dies with it.
     let mut c = Command::new(support::bin());
-    c.arg("run")
+    c.env("XDG_STATE_HOME", dir.join("state"))
+        .arg("run")
         .arg("-c")
         .arg(&config)
         .arg("--audit")
@@ -419,6 +422,7 @@ fn a_weak_run_leaves_the_command_its_open_file_limit() {
         .arg("--nofile=256:")
         .arg("--")
         .arg(support::bin())
+        .env("XDG_STATE_HOME", dir.path().join("state"))
         .args(["run", "--weak", "--audit"])
         .arg(dir.path().join("audit.jsonl"))
         .args(["--", "/bin/sh", "-c", script])
