@@ -257,6 +257,9 @@ pub struct Loaded {
     pub audit_key_set: bool,
     /// For the log's `start` entry (`run`: the host sockets let in).
     pub start_note: Option<String>,
+    /// The agent's home: `~` in `[context]` and the credential watch's
+    /// root (`run --user`: the account's, not root's).
+    pub home: PathBuf,
 }
 
 /// `[context]` turned into what the PDP takes.
@@ -312,12 +315,13 @@ pub fn agent_home() -> PathBuf {
 
 fn context(
     c: &ContextSection,
+    home: &Path,
     err_at: &dyn Fn(std::ops::Range<usize>, String) -> ConfigError,
 ) -> Result<Option<ContextLoaded>, ConfigError> {
     if c.credential_paths.is_empty() && c.process.is_empty() {
         return Ok(None);
     }
-    let globs = secureops_policy::CredentialGlobs::new(&c.credential_paths, &agent_home())
+    let globs = secureops_policy::CredentialGlobs::new(&c.credential_paths, home)
         .map_err(|e| err_at(0..0, format!("[context] {e}")))?;
     let taint_allowlist = rule_list(&c.taint_allowlist, "[context] taint_allowlist", err_at)?;
     let mut rules = Vec::new();
@@ -463,7 +467,7 @@ fn check(raw: Config, text: &str, file: &str, base: PathBuf) -> Result<Loaded, C
     if raw.proxy.transparent_listen.is_some() {
         warnings.push("[proxy] transparent_listen is not served by this version (see README, roadmap)".into());
     }
-    let context = context(&raw.context, &err_at)?;
+    let context = context(&raw.context, &agent_home(), &err_at)?;
     raw.run.check().map_err(|(span, m)| err_at(span, m))?;
     warnings.extend(raw.run.warnings());
     let table = text.parse::<toml::Table>().ok();
@@ -472,6 +476,7 @@ fn check(raw: Config, text: &str, file: &str, base: PathBuf) -> Result<Loaded, C
         audit_path_set: audit_set("path"),
         audit_key_set: audit_set("signing_key"),
         start_note: None,
+        home: agent_home(),
         raw,
         allowlist,
         private,
@@ -501,6 +506,19 @@ pub fn resolv_conf_servers(path: &Path) -> Vec<SocketAddr> {
 }
 
 impl Loaded {
+    /// The same policy for an agent whose home is `home` (`run --user`):
+    /// `~` in `credential_paths` and the watch's root follow it.
+    pub fn for_home(&mut self, home: &Path) -> Result<(), ConfigError> {
+        let err_at = |_: std::ops::Range<usize>, message: String| ConfigError {
+            file: "[context]".into(),
+            at: None,
+            message,
+        };
+        self.context = context(&self.raw.context, home, &err_at)?;
+        self.home = home.to_path_buf();
+        Ok(())
+    }
+
     /// Resolves a configured path against the config file's folder.
     pub fn path(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {

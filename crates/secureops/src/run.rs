@@ -62,6 +62,10 @@ pub fn run(
     let home = run_as
         .as_ref()
         .map_or_else(crate::config::agent_home, |r| r.home.clone());
+    if run_as.is_some() {
+        // `~` in [context] is the agent's home, not root's.
+        loaded.for_home(&home)?;
+    }
     let sockets: Vec<String> = loaded
         .raw
         .run

@@ -278,7 +278,7 @@ fn policy(loaded: &Loaded) -> Arc<dyn PolicyDecisionPoint> {
         None
     } else {
         let roots = [
-            crate::config::agent_home(),
+            loaded.home.clone(),
             std::env::temp_dir(),
             std::env::current_dir().unwrap_or_default(),
         ];

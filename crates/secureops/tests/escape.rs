@@ -644,3 +644,50 @@ fn a_rotating_log_in_the_working_folder_is_refused() {
     assert!(err.contains("folder of its own"), "{err}");
     let _ = std::fs::remove_dir_all(&home);
 }
+
+#[test]
+fn under_another_account_its_own_credential_files_taint() {
+    // `~` in [context] is the account's home under --user, not root's: a
+    // read of its ~/.aws/credentials taints the reader.
+    let Some(net) = FakeInternet::start() else { return };
+    let Some(account) = Account::create("c") else { return };
+    let work = account.home.join("work");
+    std::fs::create_dir_all(work.join("state")).unwrap();
+    std::fs::create_dir_all(account.home.join(".aws")).unwrap();
+    std::fs::write(account.home.join(".aws/credentials"), "[default]\nkey = secret\n").unwrap();
+    std::fs::copy(&net.ca, work.join("ca.pem")).unwrap();
+    std::fs::write(
+        work.join("secureops.toml"),
+        format!(
+            "[network]\negress_allowlist = [\"allowed.test\"]\nprivate_destinations = [\"198.18.0.0/15\"]\n\
+             [dns]\nupstream = []\nhosts = {{ \"allowed.test\" = [\"{}\"] }}\n\
+             [context]\ncredential_paths = [\"~/.aws/credentials\"]\n",
+            net.allowed
+        ),
+    )
+    .unwrap();
+    assert!(sh(&[
+        "chown",
+        "-R",
+        &format!("{0}:{0}", account.uid),
+        account.home.to_str().unwrap()
+    ]));
+    let script = "echo \"BEFORE=$(curl -sS -m 10 --cacert ca.pem https://allowed.test/)\"; \
+                  cat ~/.aws/credentials >/dev/null; \
+                  curl -sS -m 10 --cacert ca.pem https://allowed.test/ >/dev/null 2>&1 && echo AFTER=reached || echo AFTER=refused";
+    let mut c = Command::new(support::bin());
+    c.args(["run", "--user", &account.name, "-c", "secureops.toml", "--audit"])
+        .arg(net.dir.path().join("audit.jsonl"))
+        .args(["--", "sh", "-c", script])
+        .current_dir(&work)
+        .env("XDG_STATE_HOME", net.dir.path().join("state"))
+        .stdin(Stdio::null());
+    for v in support::PROXY_VARS {
+        c.env_remove(v);
+    }
+    let out = c.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("BEFORE=hello from the allowed upstream"), "{text}");
+    assert!(text.contains("AFTER=refused"), "{text}");
+}
