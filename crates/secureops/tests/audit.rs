@@ -613,6 +613,7 @@ fn a_key_readable_by_others_stops_the_proxy_with_the_fix() {
         .args(["proxy", "-c"])
         .arg(&cfg)
         .current_dir(d)
+        .env("XDG_STATE_HOME", support::state_home(d))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
