@@ -165,6 +165,8 @@ pub struct Secureops {
     pub audit: Option<PathBuf>,
     child: Child,
     bin: PathBuf,
+    /// `XDG_STATE_HOME` of the guard (its audit anchors).
+    state: PathBuf,
 }
 
 fn listening(line: &str, what: &str) -> Option<SocketAddr> {
@@ -190,7 +192,10 @@ impl Secureops {
             // A `--features bench-null-audit` build: the null sink.
             command.env("SECUREOPS_BENCH_NULL_AUDIT", "1");
         }
+        // The guard's anchors go to this run's own folder, not the user's
+        // state folder (`/var/lib/secureops` for root).
         let mut child = command
+            .env("XDG_STATE_HOME", work.join("state"))
             .arg("proxy")
             .arg("-c")
             .arg(&path)
@@ -234,6 +239,7 @@ impl Secureops {
             audit,
             child,
             bin: bin.to_owned(),
+            state: work.join("state"),
         })
     }
 
@@ -262,6 +268,7 @@ impl Secureops {
             return Ok("not checked (--smoke)".into());
         };
         let verifying = Command::new(&self.bin)
+            .env("XDG_STATE_HOME", self.state.clone())
             .args(["audit", "verify"])
             .arg(audit)
             .kill_on_drop(true)
