@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs, with apt, the system tools that are missing. Usage:
-#   scripts/deps.sh run     # what `secureops run` needs: nft, ip, unshare, setpriv
+#   scripts/deps.sh run     # what `secureops run` needs: nft, ip, unshare, setpriv, setsid
 #   scripts/deps.sh test    # the above plus the real clients the tests drive
 #   scripts/deps.sh tools COMMAND=PACKAGE...   # just these (benchmark scripts)
 set -euo pipefail
@@ -15,6 +15,7 @@ else
   want ip iproute2
   want unshare util-linux
   want setpriv util-linux
+  want setsid util-linux
 fi
 if [ "${1:-run}" = test ]; then
   want curl curl
@@ -23,6 +24,11 @@ if [ "${1:-run}" = test ]; then
   want dig dnsutils
   want ss iproute2
   want python3 python3
+  # The system's own python3, usable by the throwaway accounts of the
+  # confinement tests (a python3 under root's home is not).
+  want /usr/bin/python3 python3
+  want useradd passwd
+  want ipcmk util-linux
   want node nodejs
 fi
 if ((${#need[@]})); then
