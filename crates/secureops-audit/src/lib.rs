@@ -158,6 +158,7 @@ pub use error::AuditError;
 pub use finding::{AuditFinding, Kind, Verdict, Via};
 pub use keys::{generate_key, load_public_key};
 pub use log::{Appended, AuditLog};
+pub use resume::torn_path;
 pub use verify::{Fault, VerifyError, VerifyReport, verify, verify_with_anchor};
 
 /// Re-exported so callers can name [`load_public_key`]'s result.

@@ -171,7 +171,8 @@ fn read_range(file: &mut File, from: u64, to: u64) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn torn_path(path: &Path) -> PathBuf {
+/// Where a torn last line of the log at `path` is moved: `<path>.torn`.
+pub fn torn_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".torn");
     PathBuf::from(s)

@@ -203,38 +203,37 @@ fn host_ip() -> String {
         .to_owned()
 }
 
-fn count_unix(l: UnixListener, c: Arc<Canary>, stop: Arc<AtomicBool>) {
-    let _ = l.set_nonblocking(true);
+/// Polls `accept` (a non-blocking accept or a timed receive) until the
+/// drill is over, counting what arrives.
+fn count(c: Arc<Canary>, stop: Arc<AtomicBool>, mut accept: impl FnMut() -> bool + Send + 'static) {
     std::thread::spawn(move || {
         while !stop.load(Ordering::SeqCst) {
-            if l.accept().is_ok() {
+            if accept() {
                 c.hits.fetch_add(1, Ordering::SeqCst);
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
+    });
+}
+
+fn count_unix(l: UnixListener, c: Arc<Canary>, stop: Arc<AtomicBool>) {
+    let _ = l.set_nonblocking(true);
+    count(c, stop, move || {
+        let got = l.accept().is_ok();
+        std::thread::sleep(Duration::from_millis(10));
+        got
     });
 }
 
 fn count_tcp(l: TcpListener, c: Arc<Canary>, stop: Arc<AtomicBool>) {
     let _ = l.set_nonblocking(true);
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::SeqCst) {
-            if let Ok((mut s, _)) = l.accept() {
-                c.hits.fetch_add(1, Ordering::SeqCst);
-                let _ = s.read(&mut [0u8; 16]);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+    count(c, stop, move || {
+        let got = l.accept().map(|(mut s, _)| s.read(&mut [0u8; 16])).is_ok();
+        std::thread::sleep(Duration::from_millis(10));
+        got
     });
 }
 
 fn count_udp(u: UdpSocket, c: Arc<Canary>, stop: Arc<AtomicBool>) {
     let _ = u.set_read_timeout(Some(Duration::from_millis(50)));
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::SeqCst) {
-            if u.recv(&mut [0u8; 16]).is_ok() {
-                c.hits.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-    });
+    count(c, stop, move || u.recv(&mut [0u8; 16]).is_ok());
 }

@@ -118,17 +118,14 @@ fn run_confined(
         confined.go(plan).context("cannot start the command")?;
         let mut child = confined.child;
         let init = confined.init;
-        let forward = move |sig| {
-            let _ = rustix::process::kill_process(init, sig);
-        };
         let mut wait = tokio::task::spawn_blocking(move || child.wait());
         let status = loop {
             tokio::select! {
                 status = &mut wait => break status.context("wait")??,
-                _ = term.recv() => forward(rustix::process::Signal::TERM),
-                _ = int.recv() => forward(rustix::process::Signal::INT),
-                _ = hup.recv() => forward(rustix::process::Signal::HUP),
-                _ = quit.recv() => forward(rustix::process::Signal::QUIT),
+                _ = term.recv() => forward(init, rustix::process::Signal::TERM),
+                _ = int.recv() => forward(init, rustix::process::Signal::INT),
+                _ = hup.recv() => forward(init, rustix::process::Signal::HUP),
+                _ = quit.recv() => forward(init, rustix::process::Signal::QUIT),
             }
         };
         guard.stop().await?;
@@ -196,8 +193,8 @@ fn run_weak(loaded: &crate::config::Loaded, audit: Option<&Path>, cmd: &[String]
         let status = loop {
             tokio::select! {
                 status = child.wait() => break status?,
-                _ = term.recv() => forward(pid, rustix::process::Signal::TERM),
-                _ = int.recv() => forward(pid, rustix::process::Signal::INT),
+                _ = term.recv() => forward_raw(pid, rustix::process::Signal::TERM),
+                _ = int.recv() => forward_raw(pid, rustix::process::Signal::INT),
             }
         };
         guard.stop().await?;
@@ -210,9 +207,13 @@ fn exit_code(status: std::process::ExitStatus) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
-fn forward(pid: u32, sig: rustix::process::Signal) {
+fn forward(pid: rustix::process::Pid, sig: rustix::process::Signal) {
+    let _ = rustix::process::kill_process(pid, sig);
+}
+
+fn forward_raw(pid: u32, sig: rustix::process::Signal) {
     if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-        let _ = rustix::process::kill_process(pid, sig);
+        forward(pid, sig);
     }
 }
 

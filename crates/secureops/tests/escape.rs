@@ -659,10 +659,10 @@ fn under_another_account_its_own_credential_files_taint() {
     std::fs::write(
         work.join("secureops.toml"),
         format!(
-            "[network]\negress_allowlist = [\"allowed.test\"]\nprivate_destinations = [\"198.18.0.0/15\"]\n\
-             [dns]\nupstream = []\nhosts = {{ \"allowed.test\" = [\"{}\"] }}\n\
+            "[network]\negress_allowlist = [\"allowed.test\", \"denied.test\"]\nprivate_destinations = [\"198.18.0.0/15\"]\n\
+             [dns]\nupstream = []\nhosts = {{ \"allowed.test\" = [\"{}\"], \"denied.test\" = [\"{}\"] }}\n\
              [context]\ncredential_paths = [\"~/.aws/credentials\"]\n",
-            net.allowed
+            net.allowed, net.canary
         ),
     )
     .unwrap();
@@ -674,7 +674,7 @@ fn under_another_account_its_own_credential_files_taint() {
     ]));
     let script = "echo \"BEFORE=$(curl -sS -m 10 --cacert ca.pem https://allowed.test/)\"; \
                   cat ~/.aws/credentials >/dev/null; \
-                  curl -sS -m 10 --cacert ca.pem https://allowed.test/ >/dev/null 2>&1 && echo AFTER=reached || echo AFTER=refused";
+                  curl -sS -m 10 -k https://denied.test/ >/dev/null 2>&1 && echo AFTER=reached || echo AFTER=refused";
     let mut c = Command::new(support::bin());
     c.args(["run", "--user", &account.name, "-c", "secureops.toml", "--audit"])
         .arg(net.dir.path().join("audit.jsonl"))
@@ -690,4 +690,6 @@ fn under_another_account_its_own_credential_files_taint() {
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("BEFORE=hello from the allowed upstream"), "{text}");
     assert!(text.contains("AFTER=refused"), "{text}");
+    // The canary's name is allowed: only the taint refused it.
+    assert_eq!(net.canary(), (0, 0, 0), "the canary saw traffic");
 }

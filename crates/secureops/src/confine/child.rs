@@ -101,10 +101,10 @@ fn setup_and_exec(control: &Path, cmd: &[String]) -> anyhow::Result<u8> {
     // then reaches only the run (the supervisor's process group is outside
     // the PID namespace but shares the session otherwise). With one, it
     // stays in the terminal's foreground group for job control.
-    let interactive = (0..3).any(|fd| {
-        std::fs::read_link(format!("/proc/self/fd/{fd}"))
-            .is_ok_and(|t| t.starts_with("/dev/pts") || t.starts_with("/dev/tty"))
-    });
+    let interactive = {
+        use std::io::IsTerminal;
+        std::io::stdin().is_terminal() || std::io::stdout().is_terminal() || std::io::stderr().is_terminal()
+    };
     let mut command = if interactive {
         Command::new(tool("setpriv")?)
     } else {

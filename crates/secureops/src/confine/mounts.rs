@@ -183,7 +183,9 @@ fn read_only_tree(tree: &Path) -> anyhow::Result<()> {
         .map(unescape)
         .filter(|p| p.starts_with(tree))
         .collect();
-    points.sort_by_key(|p| p.components().count());
+    // Outer mounts first; the same mount point listed twice (the copy
+    // over the original) is remounted once.
+    points.sort_by(|a, b| (a.components().count(), a).cmp(&(b.components().count(), b)));
     points.dedup();
     for p in points {
         remount_read_only(&p)?;

@@ -139,7 +139,11 @@ impl Plan {
             }
         }
         plan.hide_dirs = dirs;
-        let mut files = vec![i.audit_log.clone(), torn(&i.audit_log), i.audit_key.clone()];
+        let mut files = vec![
+            i.audit_log.clone(),
+            secureops_audit::torn_path(&i.audit_log),
+            i.audit_key.clone(),
+        ];
         files.extend(i.escalation_socket.clone());
         // Another terminal of the user could be read (stealing its input).
         files.extend(i.terminals.iter().cloned());
@@ -152,8 +156,8 @@ impl Plan {
         }
         // A mask is needed where the host's tree still shows: outside the
         // replaced folders, or inside the working folder bound back.
-        let covers = plan.clone();
-        let exposed = |p: &Path| !covers.covered(p) || p.starts_with(&covers.cwd);
+        let covered: Vec<PathBuf> = plan.private.iter().chain(&plan.hide_dirs).cloned().collect();
+        let exposed = |p: &Path| !covered.iter().any(|d| p.starts_with(d)) || p.starts_with(&i.cwd);
         plan.hide_files = files.into_iter().filter(|p| exposed(p)).collect();
         plan.sockets = i
             .host_sockets
@@ -240,13 +244,6 @@ pub fn other_terminals() -> Vec<PathBuf> {
         .map(|e| e.path())
         .filter(|p| !own.contains(p))
         .collect()
-}
-
-/// Where a torn last line of the log is moved (see secureops-audit).
-fn torn(log: &Path) -> PathBuf {
-    let mut name = log.as_os_str().to_owned();
-    name.push(".torn");
-    PathBuf::from(name)
 }
 
 /// Pathname sockets bound in this network namespace (`/proc/net/unix`):
