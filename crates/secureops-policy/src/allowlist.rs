@@ -98,19 +98,28 @@ impl Allowlist {
         list
     }
 
-    /// Parses every rule; the first bad one is the error.
+    /// Parses every rule (a preset `@NAME` adds its rules); the first bad
+    /// one is the error.
     pub fn parse<S: AsRef<str>>(rules: &[S]) -> Result<Self, RuleListError> {
         let mut list = Self::new();
         for (index, text) in rules.iter().enumerate() {
             let text = text.as_ref();
-            let rule = text.parse().map_err(|source| RuleListError {
+            list.add(text).map_err(|source| RuleListError {
                 index,
                 rule: text.to_owned(),
                 source,
             })?;
-            list.push(rule);
         }
         Ok(list)
+    }
+
+    /// Adds the rule written as `text`, or every rule of the preset when it
+    /// is `@NAME`. Nothing is added on error.
+    pub fn add(&mut self, text: &str) -> Result<(), RuleError> {
+        for rule in crate::presets::expand(text)? {
+            self.push(rule);
+        }
+        Ok(())
     }
 
     /// A rule admitting `host` on `port`, if any. Names must be normalised

@@ -13,6 +13,9 @@
 //!   globally reachable unless listed ([`vet`], [`special_purpose`]).
 //! - [`context`]: process context: credential globs and the taint store
 //!   (who read a secret a moment ago, and how far that reaches).
+//! - [`presets`]: `@NAME` rule sets (`@pypi`, `@github`, ...), compiled in.
+//! - [`lint`]: the wildcard lint against the Public Suffix List.
+//! - [`suggest`]: allowlist rules for what a log shows refused or learned.
 //! - [`cidr`]: strict CIDR text ([`CidrError`]) and the prefix table
 //!   behind CIDR rules and private destinations.
 
@@ -22,8 +25,11 @@ pub mod allowlist;
 pub mod cidr;
 pub mod context;
 pub mod destination;
+pub mod lint;
 pub mod normalize;
+pub mod presets;
 pub mod rules;
+pub mod suggest;
 
 pub use allowlist::{Allowlist, RuleListError};
 pub use cidr::CidrError;

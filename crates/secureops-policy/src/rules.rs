@@ -5,6 +5,8 @@
 //! host  = name | "*." name | ipv4 | "[" ipv6 "]" | ipv4 "/" len | ipv6 "/" len
 //! port  = 1..=65535 | "*"          ; absent: 80 and 443
 //! ```
+//!
+//! In a rule list, `@NAME` stands for a preset's rules ([`crate::presets`]).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -122,6 +124,21 @@ pub enum RuleError {
         /// The rule as written.
         rule: String,
     },
+    /// `@NAME` where NAME is no preset.
+    #[error("unknown preset {rule:?} (known: {known})")]
+    UnknownPreset {
+        /// The rule as written.
+        rule: String,
+        /// The preset names, as rules.
+        known: String,
+    },
+    /// A preset where exactly one rule is expected (it stands for several;
+    /// rule lists expand it, see [`crate::presets::expand`]).
+    #[error("{rule:?} is a preset (several rules), not a single rule")]
+    Preset {
+        /// The rule as written.
+        rule: String,
+    },
     /// The network is not a canonical CIDR.
     #[error("invalid CIDR in rule {rule:?}: {source}")]
     Cidr {
@@ -142,6 +159,15 @@ impl FromStr for Rule {
         }
         if text.contains("://") {
             return Err(RuleError::Url { rule: text.into() });
+        }
+        if let Some(name) = text.strip_prefix('@') {
+            return Err(match crate::presets::get(name) {
+                Some(_) => RuleError::Preset { rule: text.into() },
+                None => RuleError::UnknownPreset {
+                    rule: text.into(),
+                    known: crate::presets::names(),
+                },
+            });
         }
         let (host, port) = split_port(text)?;
         let ports = match port {
@@ -373,6 +399,7 @@ mod tests {
             ("cidr length", "10.0.0.0/33", r#"invalid CIDR in rule "10.0.0.0/33": invalid prefix length in CIDR"#),
             ("cidr port zero", "10.0.0.0/8:0", r#"port 0 is not allowed in rule "10.0.0.0/8:0""#),
             ("cidr bracketed", "[2001:db8::]/32", r#"unexpected text after "]" in rule "[2001:db8::]/32""#),
+            ("preset alone", "@pypi", r#""@pypi" is a preset (several rules), not a single rule"#),
         ];
         for (case, input, message) in cases {
             let err = input.parse::<Rule>().unwrap_err();

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use secureops_audit::Via;
 use secureops_policy::{CredentialGlobs, Taint};
 use secureops_policy::{Host, vet};
-use secureops_proxy::peek::http_head::split_authority;
+use secureops_proxy::peek::http_head::{HeadError, split_authority};
 use secureops_proxy::{AllowlistPdp, ConnectionRequest, ContextPdp, Decision, PdpError, PolicyDecisionPoint, Ruling};
 
 use crate::config;
@@ -33,11 +33,25 @@ pub fn check(config: Option<&Path>, pid: Option<u32>, dest: &str) -> ExitCode {
         },
         None => None,
     };
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    // What the proxy would refuse as a destination is a deny here too
+    // (contract: `deny` and why, exit 1), not a usage error.
+    if let Some(bad) = dest.chars().find(|&c| c == '@' || c.is_whitespace() || c.is_control()) {
+        return verdict(
+            Decision::Deny,
+            &format!("invalid host {dest:?}: invalid character {bad:?}"),
+        );
+    }
     let (host, port) = match split_authority(dest) {
         Ok((h, p)) => (h, p.unwrap_or(443)),
         Err(e) => {
-            eprintln!("error: {dest:?}: {e}");
-            return ExitCode::from(2);
+            let why = match e {
+                HeadError::Malformed(why) => why,
+                other => other.to_string(),
+            };
+            return verdict(Decision::Deny, &format!("invalid destination {dest:?}: {why}"));
         }
     };
     let host = match secureops_policy::normalize_host(host) {

@@ -140,6 +140,38 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigCommand,
     },
+    /// The built-in rule sets (@github, @pypi, ...), usable wherever a rule
+    /// is: `--allow @pypi`, egress_allowlist = ["@github"]. Without NAME: one
+    /// line per preset.
+    Presets {
+        /// A preset (with or without @): print its rules, one a line.
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Policy authoring tools.
+    Policy {
+        /// What to do.
+        #[command(subcommand)]
+        action: PolicyCommand,
+    },
+}
+
+/// `secureops policy …`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Allowlist rules for what audit logs show refused by policy or let
+    /// through by `run --learn`, as a TOML fragment for a config (one rule a
+    /// line, with its count); destinations the config already allows are
+    /// left out.
+    Suggest {
+        /// Audit logs (JSON Lines), e.g. a rotated series.
+        #[arg(required = true, value_name = "LOG")]
+        logs: Vec<PathBuf>,
+        /// The config the rules are for. Without it: the built-in default
+        /// (allows nothing).
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// `secureops audit …`

@@ -8,12 +8,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secureops_audit::{AuditConfig, FsyncPolicy, SignPolicy};
-use secureops_policy::{Allowlist, Host, PrivateDestinations, Rule, normalize_host};
+use secureops_policy::{Allowlist, Host, PrivateDestinations, normalize_host};
 use secureops_proxy::{DnsConfig, ProxyConfig, SinkholeMode};
 use serde::Deserialize;
 use toml::Spanned;
 
+mod rules;
 mod run_section;
+pub use rules::add_flag;
 pub use run_section::{RunSection, expand};
 
 /// A configuration error, located in its file.
@@ -280,11 +282,7 @@ fn rule_list(
 ) -> Result<Allowlist, ConfigError> {
     let mut list = Allowlist::new();
     for rule in rules {
-        let parsed: Rule = rule
-            .get_ref()
-            .parse()
-            .map_err(|e| err_at(rule.span(), format!("{what}: {e}")))?;
-        list.push(parsed);
+        rules::add(&mut list, rule.get_ref()).map_err(|e| err_at(rule.span(), format!("{what}: {e}")))?;
     }
     Ok(list)
 }
@@ -402,14 +400,7 @@ fn check(raw: Config, text: &str, file: &str, base: PathBuf) -> Result<Loaded, C
         at: (!text.is_empty()).then(|| line_col(text, span.start)),
         message,
     };
-    let mut allowlist = Allowlist::new();
-    for rule in &raw.network.egress_allowlist {
-        let parsed: Rule = rule
-            .get_ref()
-            .parse()
-            .map_err(|e| err_at(rule.span(), format!("[network] egress_allowlist: {e}")))?;
-        allowlist.push(parsed);
-    }
+    let allowlist = rule_list(&raw.network.egress_allowlist, "[network] egress_allowlist", &err_at)?;
     let items: Vec<&str> = raw
         .network
         .private_destinations
@@ -468,6 +459,16 @@ fn check(raw: Config, text: &str, file: &str, base: PathBuf) -> Result<Loaded, C
         warnings.push("[proxy] transparent_listen is not served by this version (see README, roadmap)".into());
     }
     let context = context(&raw.context, &agent_home(), &err_at)?;
+    let process_rules = raw.context.process.iter().flat_map(|p| &p.egress_allowlist);
+    for rule in raw
+        .network
+        .egress_allowlist
+        .iter()
+        .chain(&raw.context.taint_allowlist)
+        .chain(process_rules)
+    {
+        warnings.extend(rules::warnings(rule.get_ref()));
+    }
     raw.run.check().map_err(|(span, m)| err_at(span, m))?;
     warnings.extend(raw.run.warnings());
     let table = text.parse::<toml::Table>().ok();
@@ -612,6 +613,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains(":4:3: "), "{e}");
+    }
+
+    #[test]
+    fn presets_and_the_wildcard_lint() {
+        let l = load_str("[network]\negress_allowlist = [\"@pypi\", \"*.github.io\", \"*.example.com\"]\n").unwrap();
+        assert_eq!(l.allowlist.len(), 4);
+        assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+        assert!(l.warnings[0].starts_with("*.github.io: "), "{:?}", l.warnings);
+        let e = load_str("[network]\negress_allowlist = [\n  \"ok.test\",\n    \"*.co.uk\",\n]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(":4:5: [network] egress_allowlist: \"*.co.uk\": \"co.uk\" is a public suffix"),
+            "{e}"
+        );
+        let e = load_str("[context]\ncredential_paths = [\"**/.env\"]\ntaint_allowlist = [\"@nope\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(":3:20: [context] taint_allowlist: unknown preset \"@nope\""),
+            "{e}"
+        );
     }
 
     #[test]

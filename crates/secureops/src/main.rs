@@ -8,15 +8,17 @@ mod cli;
 mod config;
 mod confine;
 mod escalate_cmd;
+mod presets_cmd;
 mod probe;
 mod run;
 mod serve;
+mod suggest_cmd;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, ConfigCommand};
+use crate::cli::{Cli, Command, ConfigCommand, PolicyCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -58,6 +60,10 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::NsChild { .. } => Ok(ExitCode::from(2)),
+        Command::Presets { name } => return presets_cmd::presets_cmd(name.as_deref()),
+        Command::Policy {
+            action: PolicyCommand::Suggest { logs, config },
+        } => return suggest_cmd::suggest_cmd(&logs, config.as_deref()),
         Command::Config {
             action: ConfigCommand::Validate { file },
         } => match config::load(Some(&file)) {

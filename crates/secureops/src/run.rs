@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use secureops_policy::Rule;
 use secureops_proxy::attribution::ProcNet;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -26,8 +25,7 @@ pub fn run(
 ) -> anyhow::Result<ExitCode> {
     let mut loaded = load(config)?;
     for rule in allow {
-        let parsed: Rule = rule.parse().with_context(|| format!("--allow {rule:?}"))?;
-        loaded.allowlist.push(parsed);
+        crate::config::add_flag(&mut loaded.allowlist, "--allow", rule).map_err(anyhow::Error::msg)?;
     }
     let run_as = match user.or(loaded.raw.run.user.as_deref()) {
         Some(name) => {
