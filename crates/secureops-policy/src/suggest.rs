@@ -10,9 +10,11 @@
 //! 2. a preset is proposed when the log shows every one of its core rules
 //!    (those not marked `optional`), and it then stands for every seen
 //!    destination it admits;
-//! 3. names are grouped into `*.DOMAIN` when at least
-//!    [`GROUP_AT`] distinct names strictly under one registrable domain
-//!    (Public Suffix List) were seen on the same ports. The registrable
+//! 3. names are grouped into one wildcard when at least [`GROUP_AT`]
+//!    distinct names strictly under one registrable domain (Public Suffix
+//!    List) were seen on the same ports; the wildcard is `*.` their
+//!    narrowest common parent (`*.cdn.example.com` rather than
+//!    `*.example.com` when all were under `cdn.`). The registrable
 //!    domain is never a public suffix, so a group never sits at or crosses
 //!    one; under a private-section suffix each site is its own registrable
 //!    domain (`a.github.io`), so those names are never grouped together;
@@ -286,16 +288,48 @@ fn take_groups(pool: &mut BTreeMap<Key, Tally>) -> Vec<Proposal> {
             continue;
         }
         let rule = Rule {
-            host: RuleHost::Wildcard(domain),
+            host: RuleHost::Wildcard(narrowest(&domain, &keys)),
             ports: port.map_or(PortSpec::Default, PortSpec::One),
         };
-        // Belt and braces: the registrable domain is never a suffix.
+        // Belt and braces: the base is never a suffix.
         if lint(&rule).is_some() {
             continue;
         }
         out.push(take(pool, rule.to_string(), keys));
     }
     out
+}
+
+/// The narrowest base `B` for `*.B` covering every name of `keys` (all
+/// strictly under `domain`): their longest common parent, never above
+/// `domain`. `*.cdn.example.com` for `a.cdn.example.com` and
+/// `b.cdn.example.com`, not `*.example.com`.
+fn narrowest(domain: &str, keys: &[Key]) -> String {
+    let names: Vec<&str> = keys
+        .iter()
+        .filter_map(|k| match &k.host {
+            HostKey::Name(n) => Some(n.as_str()),
+            HostKey::Ip(_) => None,
+        })
+        .collect();
+    let mut base = domain.to_owned();
+    loop {
+        // One label more, taken from the first name, if every name is
+        // strictly under it.
+        let Some(first) = names.first() else { return base };
+        let Some(head) = first.strip_suffix(base.as_str()).and_then(|h| h.strip_suffix('.')) else {
+            return base;
+        };
+        let Some(label) = head.rsplit('.').next() else {
+            return base;
+        };
+        let deeper = format!("{label}.{base}");
+        let under = format!(".{deeper}");
+        if !names.iter().all(|n| n.ends_with(&under)) {
+            return base;
+        }
+        base = deeper;
+    }
 }
 
 #[cfg(test)]
@@ -337,6 +371,20 @@ mod tests {
         assert_eq!(rules(&s), ["*.many.test", "x.two.test", "y.two.test"]);
         assert_eq!(s.proposals[0].refused, 5);
         assert_eq!(s.proposals[0].covers.len(), 5);
+    }
+
+    #[test]
+    fn the_wildcard_is_the_narrowest_common_parent() {
+        let names = ["a.cdn.x.test", "b.cdn.x.test", "c.deep.cdn.x.test"];
+        let input: Vec<Seen> = names.iter().map(|n| seen(n, Some(443), 1)).collect();
+        assert_eq!(rules(&run(&input, &[])), ["*.cdn.x.test"]);
+        // A name at the common parent itself is not under it: one level up.
+        let names = ["cdn.x.test", "a.cdn.x.test", "b.cdn.x.test"];
+        let input: Vec<Seen> = names.iter().map(|n| seen(n, Some(443), 1)).collect();
+        assert_eq!(rules(&run(&input, &[])), ["*.x.test"]);
+        let names = ["a.one.x.test", "b.two.x.test", "c.x.test"];
+        let input: Vec<Seen> = names.iter().map(|n| seen(n, Some(443), 1)).collect();
+        assert_eq!(rules(&run(&input, &[])), ["*.x.test"]);
     }
 
     #[test]

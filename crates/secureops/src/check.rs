@@ -15,14 +15,23 @@ use crate::config;
 type Decide = dyn Fn(&ConnectionRequest) -> Result<Ruling, PdpError>;
 
 /// Prints `allow|deny|escalate REASON`; exit 0 allow, 1 deny/escalate, 2 error.
-pub fn check(config: Option<&Path>, pid: Option<u32>, dest: &str) -> ExitCode {
-    let loaded = match config::load(config) {
+pub fn check(config: Option<&Path>, pid: Option<u32>, allow: &[String], dest: &str) -> ExitCode {
+    let mut loaded = match config::load(config) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    for rule in allow {
+        if let Err(e) = config::add_flag(&mut loaded.allowlist, "--allow", rule) {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let exe = match pid {
         Some(p) => match std::fs::read_link(format!("/proc/{p}/exe")) {
             Ok(exe) => Some(exe.to_string_lossy().into_owned()),
@@ -33,9 +42,6 @@ pub fn check(config: Option<&Path>, pid: Option<u32>, dest: &str) -> ExitCode {
         },
         None => None,
     };
-    for w in &loaded.warnings {
-        eprintln!("warning: {w}");
-    }
     // What the proxy would refuse as a destination is a deny here too
     // (contract: `deny` and why, exit 1), not a usage error.
     if let Some(bad) = dest.chars().find(|&c| c == '@' || c.is_whitespace() || c.is_control()) {

@@ -58,6 +58,10 @@ pub enum Command {
         /// rules, credential files it holds open now).
         #[arg(long, value_name = "PID")]
         pid: Option<u32>,
+        /// Extra allowlist rule, as `run --allow` takes it (repeatable), e.g.
+        /// --allow @pypi
+        #[arg(long = "allow", value_name = "RULE")]
+        allow: Vec<String>,
         /// Destination, e.g. github.com or github.com:22 (no port means 443).
         #[arg(value_name = "HOST[:PORT]")]
         dest: String,

@@ -43,7 +43,12 @@ fn main() -> ExitCode {
             user,
             cmd,
         } => run::run(config.as_deref(), &allow, audit.as_deref(), weak, user.as_deref(), &cmd),
-        Command::Check { config, pid, dest } => return check::check(config.as_deref(), pid, &dest),
+        Command::Check {
+            config,
+            pid,
+            allow,
+            dest,
+        } => return check::check(config.as_deref(), pid, &allow, &dest),
         Command::Audit { action } => return audit_cmd::audit(action),
         Command::Pending { config, json } => return escalate_cmd::pending(config.as_deref(), json),
         Command::Approve { config, remember, id } => {

@@ -83,6 +83,26 @@ fn every_preset_parses_lints_clean_and_allows_a_known_host() {
             "@{name}: {out}"
         );
     }
+    // The same as flags, on the built-in default config.
+    let out = secureops(&["check", "--allow", "@pypi", "files.pythonhosted.org"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    assert!(text(&out).0.starts_with("allow "));
+    let out = secureops(&["check", "--allow", "@pypi", "evil.test"], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    let out = secureops(&["check", "--allow", "@nope", "files.pythonhosted.org"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).1.contains("--allow \"@nope\": unknown preset"),
+        "{:?}",
+        text(&out)
+    );
+    let out = secureops(&["check", "--allow", "*.com", "x.com"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).1.contains("--allow \"*.com\": \"com\" is a public suffix"),
+        "{:?}",
+        text(&out)
+    );
     let unknown = secureops(&["presets", "nope"], dir.path());
     assert_eq!(unknown.status.code(), Some(2));
     assert!(text(&unknown).1.contains("unknown preset \"nope\""));
