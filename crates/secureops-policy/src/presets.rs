@@ -83,11 +83,11 @@ fn empty(name: &'static str) -> Preset {
 
 /// Why a preset file did not parse (tests only: the files are ours).
 #[derive(Debug, PartialEq, Eq)]
-pub struct PresetFileError {
+struct PresetFileError {
     /// 1-based line.
-    pub line: usize,
+    line: usize,
     /// What is wrong.
-    pub message: String,
+    message: String,
 }
 
 fn parse_file(name: &'static str, text: &'static str) -> Result<Preset, PresetFileError> {

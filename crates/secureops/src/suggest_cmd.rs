@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -91,19 +92,26 @@ impl Observed {
     /// while being written) is skipped with a warning; any other line that
     /// is not an audit entry is an error naming it.
     fn read(&mut self, path: &Path) -> anyhow::Result<()> {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let mut lines = bytes.split_inclusive(|&b| b == b'\n').enumerate().peekable();
-        while let Some((at, raw)) = lines.next() {
-            let line = raw.strip_suffix(b"\n").unwrap_or(raw);
+        let cannot = || format!("cannot read {}", path.display());
+        let mut file = BufReader::new(std::fs::File::open(path).with_context(cannot)?);
+        let mut raw = Vec::new();
+        for at in 1.. {
+            raw.clear();
+            // Line by line: a log may be far bigger than memory allows.
+            if file.read_until(b'\n', &mut raw).with_context(cannot)? == 0 {
+                break;
+            }
+            let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
             if line.is_empty() {
                 continue;
             }
             if let Err(why) = self.add_line(line) {
-                if lines.peek().is_none() && !raw.ends_with(b"\n") {
-                    eprintln!("warning: {}:{}: skipped a torn last line", path.display(), at + 1);
+                // Only the last line can lack its newline.
+                if !raw.ends_with(b"\n") {
+                    eprintln!("warning: {}:{at}: skipped a torn last line", path.display());
                     continue;
                 }
-                anyhow::bail!("{}:{}: not an audit log entry: {why}", path.display(), at + 1);
+                anyhow::bail!("{}:{at}: not an audit log entry: {why}", path.display());
             }
         }
         Ok(())
