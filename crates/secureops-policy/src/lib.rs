@@ -13,6 +13,8 @@
 //!   globally reachable unless listed ([`vet`], [`special_purpose`]).
 //! - [`context`]: process context: credential globs and the taint store
 //!   (who read a secret a moment ago, and how far that reaches).
+//! - [`learn`]: learn mode ([`Mode`]): what happens to a destination no
+//!   rule admits (refused, or let through and recorded by `run --learn`).
 //! - [`cidr`]: strict CIDR text ([`CidrError`]) and the prefix table
 //!   behind CIDR rules and private destinations.
 
@@ -22,6 +24,7 @@ pub mod allowlist;
 pub mod cidr;
 pub mod context;
 pub mod destination;
+pub mod learn;
 pub mod normalize;
 pub mod rules;
 
@@ -29,5 +32,6 @@ pub use allowlist::{Allowlist, RuleListError};
 pub use cidr::CidrError;
 pub use context::{CredentialGlobs, GlobError, ProcessFacts, Taint, TaintScope, TaintStore};
 pub use destination::{PrivateDestinationError, PrivateDestinations, UnsafeDestination, special_purpose, vet};
+pub use learn::Mode;
 pub use normalize::{Host, HostError, normalize_host};
 pub use rules::{PortSpec, Rule, RuleError, RuleHost};

@@ -3,6 +3,9 @@
 #![forbid(unsafe_code)]
 
 mod audit_cmd;
+mod audit_summary;
+mod audit_tail;
+mod authoring;
 mod check;
 mod cli;
 mod config;
@@ -11,6 +14,7 @@ mod escalate_cmd;
 mod probe;
 mod run;
 mod serve;
+mod summary;
 
 use std::process::ExitCode;
 
@@ -39,8 +43,18 @@ fn main() -> ExitCode {
             audit,
             weak,
             user,
+            learn,
+            quiet,
             cmd,
-        } => run::run(config.as_deref(), &allow, audit.as_deref(), weak, user.as_deref(), &cmd),
+        } => run::run(
+            config.as_deref(),
+            &allow,
+            audit.as_deref(),
+            weak,
+            user.as_deref(),
+            &cmd,
+            authoring::Options { learn, quiet },
+        ),
         Command::Check { config, pid, dest } => return check::check(config.as_deref(), pid, &dest),
         Command::Audit { action } => return audit_cmd::audit(action),
         Command::Pending { config, json } => return escalate_cmd::pending(config.as_deref(), json),
