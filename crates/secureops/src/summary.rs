@@ -228,11 +228,14 @@ fn rules_for(host: &str, d: &Dest) -> Vec<String> {
     } else {
         d.ports.keys().copied().collect()
     };
+    // Only a destination a rule can name (never an invalid host as sent).
+    if secureops_policy::normalize_host(host).map(|h| h.to_string()).as_deref() != Ok(host) {
+        return Vec::new();
+    }
     let mut rules = Vec::new();
     for port in ports {
         let rule = suggested_rule(host, port);
-        // Only what `--allow` accepts (never an invalid host as sent).
-        if rule.parse::<secureops_policy::Rule>().is_ok() && !rules.contains(&rule) {
+        if !rules.contains(&rule) {
             rules.push(rule);
         }
     }

@@ -405,7 +405,7 @@ impl Engine {
         };
         // Learn mode lets an unlisted name resolve; its answer is vetted
         // below like any other.
-        if !self.allowlist.resolves(name) && self.mode.unlisted(name).is_err() {
+        if self.mode == Mode::Enforce && !self.allowlist.resolves(name) {
             return Ok((Outcome::NotAllowed { name: name.clone() }, sink()));
         }
         if let Some(ips) = self.config.hosts.get(name) {
