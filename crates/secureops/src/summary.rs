@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use secureops_audit::{AuditFinding, AuditObserver, Kind, Verdict};
+use secureops_policy::Mode;
 use secureops_policy::learn::{LEARN_PREFIX, NOT_LISTED};
 
 /// Destinations kept per list; a run that tries more (random DNS names,
@@ -96,6 +97,14 @@ impl AuditObserver for Tally {
         };
         let Ok(mut lists) = self.lists.lock() else { return };
         match f.decision {
+            Verdict::Deny | Verdict::Escalate if f.reason.starts_with(LEARN_PREFIX) => {
+                // Let through by --learn, then refused (a DNS upstream
+                // failed): the why follows the learn clause, and no rule
+                // is missing.
+                let learned = Mode::Learn.unlisted(host).unwrap_or_default();
+                let why = f.reason.strip_prefix(learned.as_str()).unwrap_or(&f.reason);
+                lists.0.add(host, port, why.trim_start_matches("; "));
+            }
             Verdict::Deny | Verdict::Escalate => lists.0.add(host, port, &f.reason),
             Verdict::Allow if f.reason.starts_with(LEARN_PREFIX) => lists.1.add(host, port, &f.reason),
             Verdict::Allow => {}
@@ -121,14 +130,14 @@ impl Tally {
                 counted(refused.attempts(), refused.dests.len()),
                 log.display()
             ));
-            section(&mut out, refused, refused_shown, true, log);
+            section(&mut out, refused, refused_shown, Section::Refused, log);
         }
         if learned.attempts() > 0 {
             out.push(format!(
                 "secureops: learned {} (not in the allowlist; let through by --learn):",
                 counted(learned.attempts(), learned.dests.len())
             ));
-            section(&mut out, learned, learned_shown, false, log);
+            section(&mut out, learned, learned_shown, Section::Learned { refused }, log);
         }
         out
     }
@@ -144,9 +153,19 @@ fn counted(attempts: u64, dests: usize) -> String {
     )
 }
 
+/// Which list a section shows.
+#[derive(Clone, Copy)]
+enum Section<'a> {
+    /// What was refused.
+    Refused,
+    /// What `--learn` let through; `refused` is the other list.
+    Learned { refused: &'a List },
+}
+
 /// The lines of one list: the `shown` most tried destinations, "and N
 /// more", then the `--allow` flags for them.
-fn section(out: &mut Vec<String>, list: &List, shown: usize, refused: bool, log: &Path) {
+fn section(out: &mut Vec<String>, list: &List, shown: usize, which: Section<'_>, log: &Path) {
+    let refused = matches!(which, Section::Refused);
     let sorted = list.sorted();
     let width = sorted
         .iter()
@@ -172,10 +191,23 @@ fn section(out: &mut Vec<String>, list: &List, shown: usize, refused: bool, log:
                 (None, _) => "not in the allowlist".to_owned(),
             }));
         }
+        // A name learned but also refused for its address (an unsafe
+        // answer, a metadata name's AAAA query let through) gets no rule.
+        let unsafe_too = match which {
+            Section::Learned { refused } => refused.dests.get(*host).is_some_and(|r| r.other.is_some()),
+            Section::Refused => false,
+        };
+        if unsafe_too {
+            line.push_str("  (also refused, above: no rule)");
+        }
         out.push(line.trim_end().to_owned());
         // A rule helps only where the policy refused for want of one
         // (not an unsafe address, a taint or a failed upstream).
-        if !refused || d.unlisted > 0 {
+        let helps = match which {
+            Section::Refused => d.unlisted > 0,
+            Section::Learned { .. } => !unsafe_too,
+        };
+        if helps {
             for rule in rules_for(host, d) {
                 if !rules.contains(&rule) {
                     rules.push(rule);
@@ -398,6 +430,43 @@ mod tests {
             lines[3],
             "secureops: to allow them without --learn: --allow new.test --allow '[2001:db8::1]:22'"
         );
+    }
+
+    #[test]
+    fn a_learned_name_whose_lookup_failed_is_refused_for_that_not_for_a_missing_rule() {
+        let t = Tally::default();
+        let learned = Mode::Learn.unlisted("gone.test").unwrap_or_default();
+        t.recorded(&dns(
+            Verdict::Deny,
+            "gone.test",
+            &format!("{learned}; cannot resolve: upstream timed out"),
+        ));
+        let lines = t.render(Path::new("/l"));
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(
+            lines[1].ends_with("dns 1  cannot resolve: upstream timed out"),
+            "{}",
+            lines[1]
+        );
+    }
+
+    #[test]
+    fn a_name_learned_but_also_refused_for_its_address_gets_no_rule() {
+        let t = Tally::default();
+        t.recorded(&dns(
+            Verdict::Allow,
+            "metadata.test",
+            "learn: metadata.test is not in the egress allowlist; let through by --learn; answered from [dns] hosts",
+        ));
+        t.recorded(&dns(
+            Verdict::Deny,
+            "metadata.test",
+            "[dns] hosts answer refused: 169.254.169.254 is in the link-local (cloud metadata) range",
+        ));
+        let lines = t.render(Path::new("/l"));
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        assert!(lines[3].ends_with("(also refused, above: no rule)"), "{}", lines[3]);
+        assert!(lines.iter().all(|l| !l.contains("--allow")), "{lines:#?}");
     }
 
     #[test]

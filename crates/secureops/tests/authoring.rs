@@ -243,6 +243,9 @@ fn learn_lets_unlisted_destinations_through_but_unsafe_addresses_and_taint_still
         keep.contains("--allow allowed.test") && keep.contains("--allow denied.test:9999"),
         "{keep}"
     );
+    // No rule for a name whose address is unsafe, even where a query of
+    // it (an AAAA with no answer) was let through.
+    assert!(!keep.contains("metadata.test") && !keep.contains("loop.test"), "{keep}");
     assert!(stderr.contains("secureops: refused"), "{stderr}");
     assert_eq!(lines_for(&stderr, METADATA).len(), 1, "{stderr}");
 
