@@ -157,8 +157,9 @@ pub use entry::{Entry, EntryKind, MAX_LINE};
 pub use error::AuditError;
 pub use finding::{AuditFinding, Kind, Verdict, Via};
 pub use keys::{generate_key, load_public_key};
-pub use log::{Appended, AuditLog};
+pub use log::{Appended, AuditLog, AuditObserver};
 pub use resume::torn_path;
+pub use storage::rotated_files;
 pub use verify::{Fault, VerifyError, VerifyReport, verify, verify_with_anchor};
 
 /// Re-exported so callers can name [`load_public_key`]'s result.

@@ -57,10 +57,20 @@ impl std::ops::Deref for Appended {
     }
 }
 
+/// Sees every decision the log has accepted, once its append succeeded
+/// (e.g. `secureops run`'s summary of what was refused). Called on the
+/// appending task or thread: it must be quick and must not block.
+pub trait AuditObserver: Send + Sync {
+    /// `finding` is in the log.
+    fn recorded(&self, finding: &AuditFinding);
+}
+
 /// A cloneable handle to the log's writer thread.
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Request>,
+    /// Told about every appended finding ([`AuditLog::with_observer`]).
+    observer: Option<Arc<dyn AuditObserver>>,
     /// The writer itself, for [`AuditLog::try_append_now`]; `None` for the
     /// null sink.
     inline: Option<Arc<dyn Inline>>,
@@ -184,6 +194,7 @@ impl AuditLog {
         }
         Ok(AuditLog {
             tx,
+            observer: None,
             _release: Some(Arc::new(Release(Arc::clone(&inline)))),
             inline: Some(inline),
             shared,
@@ -201,6 +212,7 @@ impl AuditLog {
         let (tx, _) = mpsc::channel(1);
         AuditLog {
             tx,
+            observer: None,
             inline: None,
             shared: Arc::default(),
             fingerprint: Arc::from("null"),
@@ -220,7 +232,22 @@ impl AuditLog {
     /// Any error means the entry is not in the log and the decision must
     /// become a refusal.
     pub async fn append(&self, finding: AuditFinding) -> Result<u64, AuditError> {
-        self.request(|reply| Request::Append(finding, reply)).await
+        let Some(observer) = &self.observer else {
+            return self.request(|reply| Request::Append(finding, reply)).await;
+        };
+        let seen = finding.clone();
+        let seq = self.request(|reply| Request::Append(finding, reply)).await?;
+        observer.recorded(&seen);
+        Ok(seq)
+    }
+
+    /// This handle (and clones made from it from now on) tells `observer`
+    /// about every finding it appends, once it is in the log. Set it
+    /// before handing out clones: earlier clones do not tell it.
+    #[must_use]
+    pub fn with_observer(mut self, observer: Arc<dyn AuditObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Appends `findings` as one group on the calling thread, without a
@@ -252,7 +279,15 @@ impl AuditLog {
                 pipe::SyncWake::default(),
             ));
         }
-        self.inline.as_ref()?.try_commit(findings)
+        let appended = self.inline.as_ref()?.try_commit(findings)?;
+        if let Some(observer) = &self.observer {
+            for (finding, result) in findings.iter().zip(appended.iter()) {
+                if result.is_ok() {
+                    observer.recorded(finding);
+                }
+            }
+        }
+        Some(appended)
     }
 
     /// Writes the signed `stop` entry and syncs; later appends fail with

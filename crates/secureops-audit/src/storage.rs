@@ -231,8 +231,14 @@ pub(crate) fn rotated_name(path: &Path, n: u64) -> Option<PathBuf> {
 
 /// Highest `n` for which a rotated sibling of `path` exists (0 if none).
 pub(crate) fn highest_rotated(path: &Path) -> u64 {
+    rotated_files(path).last().map_or(0, |(n, _)| *n)
+}
+
+/// The rotated siblings of the log at `path` (`<stem>.<n>.<ext>`, see
+/// [`rotated_name`]) that exist, oldest (lowest `n`) first.
+pub fn rotated_files(path: &Path) -> Vec<(u64, PathBuf)> {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-        return 0;
+        return Vec::new();
     };
     let (stem, ext) = match name.rsplit_once('.') {
         Some((stem, ext)) if !stem.is_empty() => (stem, Some(ext)),
@@ -243,7 +249,7 @@ pub(crate) fn highest_rotated(path: &Path) -> u64 {
         _ => Path::new("."),
     };
     let Ok(entries) = fs::read_dir(dir) else {
-        return 0;
+        return Vec::new();
     };
     let parse = |file: &str| -> Option<u64> {
         let rest = file.strip_prefix(stem)?.strip_prefix('.')?;
@@ -256,11 +262,12 @@ pub(crate) fn highest_rotated(path: &Path) -> u64 {
         }
         digits.parse().ok()
     };
-    entries
+    let mut found: Vec<(u64, PathBuf)> = entries
         .filter_map(Result::ok)
-        .filter_map(|e| parse(e.file_name().to_str()?))
-        .max()
-        .unwrap_or(0)
+        .filter_map(|e| Some((parse(e.file_name().to_str()?)?, e.path())))
+        .collect();
+    found.sort_by_key(|(n, _)| *n);
+    found
 }
 
 #[cfg(test)]

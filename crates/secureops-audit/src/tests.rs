@@ -556,3 +556,38 @@ async fn an_idle_syncer_is_woken_only_once_the_inline_group_is_let_go() {
     wait_for_syncs(&storage, 2);
     log.close().await.unwrap();
 }
+
+/// Counts what an observer is told, by host.
+#[derive(Default)]
+struct Seen(Mutex<Vec<String>>);
+
+impl crate::AuditObserver for Seen {
+    fn recorded(&self, finding: &AuditFinding) {
+        self.0.lock().unwrap().push(finding.host.clone().unwrap_or_default());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_observer_sees_exactly_the_findings_that_are_in_the_log() {
+    let storage = Flaky::default();
+    let seen = Arc::new(Seen::default());
+    let log = AuditLog::spawn(flaky_writer(storage.clone(), FsyncPolicy::Batch))
+        .unwrap()
+        .with_observer(Arc::clone(&seen) as Arc<dyn crate::AuditObserver>);
+    let clone = log.clone();
+    clone.append(finding(0)).await.unwrap();
+    append_now(&log, &[finding(1), finding(2)]);
+    // A failed append is not in the log: the observer is not told.
+    storage.fail_write.store(true, Ordering::SeqCst);
+    assert!(log.append(finding(3)).await.is_err());
+    storage.fail_write.store(false, Ordering::SeqCst);
+    log.append(finding(4)).await.unwrap();
+    log.close().await.unwrap();
+    let hosts = seen.0.lock().unwrap().clone();
+    assert_eq!(
+        hosts,
+        ["host0.example", "host1.example", "host2.example", "host4.example"]
+    );
+    let data = String::from_utf8(storage.data.lock().unwrap().clone()).unwrap();
+    assert!(!data.contains("host3.example"));
+}

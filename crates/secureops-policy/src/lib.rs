@@ -16,6 +16,8 @@
 //! - [`presets`]: `@NAME` rule sets (`@pypi`, `@github`, ...), compiled in.
 //! - [`lint`]: the wildcard lint against the Public Suffix List.
 //! - [`suggest`]: allowlist rules for what a log shows refused or learned.
+//! - [`learn`]: learn mode ([`Mode`]): what happens to a destination no
+//!   rule admits (refused, or let through and recorded by `run --learn`).
 //! - [`cidr`]: strict CIDR text ([`CidrError`]) and the prefix table
 //!   behind CIDR rules and private destinations.
 
@@ -25,6 +27,7 @@ pub mod allowlist;
 pub mod cidr;
 pub mod context;
 pub mod destination;
+pub mod learn;
 pub mod lint;
 pub mod normalize;
 pub mod presets;
@@ -35,5 +38,6 @@ pub use allowlist::{Allowlist, RuleListError};
 pub use cidr::CidrError;
 pub use context::{CredentialGlobs, GlobError, ProcessFacts, Taint, TaintScope, TaintStore};
 pub use destination::{PrivateDestinationError, PrivateDestinations, UnsafeDestination, special_purpose, vet};
+pub use learn::Mode;
 pub use normalize::{Host, HostError, normalize_host};
 pub use rules::{PortSpec, Rule, RuleError, RuleHost};

@@ -3,15 +3,16 @@
 //! within `taint_window_ms` may reach only `taint_allowlist`; everything
 //! else gets `on_taint`. Rules by executable extend the allowlist for one
 //! program only. When context rules exist and the process cannot be
-//! attributed, the decision fails closed.
+//! attributed, the decision fails closed. In learn mode a destination no
+//! rule admits is let through as learned; taint still refuses first.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use secureops_policy::{Allowlist, Host, Taint};
+use secureops_policy::{Allowlist, Host, Mode, Taint};
 
 use crate::credwatch::CredWatch;
-use crate::decision::{ConnectionRequest, Decision, PdpError, PolicyDecisionPoint, Ruling, host_port_host};
+use crate::decision::{ConnectionRequest, Decision, PdpError, PolicyDecisionPoint, Ruling, host_port_host, unlisted};
 use crate::procinfo::{self, ExeHashes};
 
 /// `[[context.process]]`: extra destinations for one program.
@@ -42,6 +43,9 @@ pub struct ContextPdp {
     pub watch: Option<Arc<CredWatch>>,
     /// Executable hashes for rules with `sha256`.
     pub hashes: ExeHashes,
+    /// What happens to a destination no rule admits (`run --learn`:
+    /// let through as learned, after the taint check).
+    pub mode: Mode,
 }
 
 impl ContextPdp {
@@ -82,7 +86,7 @@ impl ContextPdp {
                     ),
                 });
             }
-            return plain(&self.allowlist, &req.host, req.port, &dest);
+            return plain(&self.allowlist, self.mode, &req.host, req.port);
         };
         let who = match &req.exe {
             Some(exe) => format!("process {pid} ({exe})"),
@@ -136,19 +140,78 @@ impl ContextPdp {
                 });
             }
         }
-        Ok(Ruling {
-            decision: Decision::Deny,
-            reason: format!("{dest} is not in the egress allowlist"),
-        })
+        Ok(unlisted(self.mode, &req.host, req.port))
     }
 }
 
-fn plain(allowlist: &Allowlist, host: &Host, port: u16, dest: &str) -> Result<Ruling, PdpError> {
+fn plain(allowlist: &Allowlist, mode: Mode, host: &Host, port: u16) -> Result<Ruling, PdpError> {
     match allowlist.find(host, port) {
         Some(rule) => allow(format!("allowed by rule \"{rule}\"")),
-        None => Ok(Ruling {
-            decision: Decision::Deny,
-            reason: format!("{dest} is not in the egress allowlist"),
-        }),
+        None => Ok(unlisted(mode, host, port)),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use secureops_audit::Via;
+    use secureops_policy::normalize_host;
+
+    use super::*;
+    use crate::decision::AllowlistPdp;
+
+    fn req(host: &str, pid: Option<u32>) -> ConnectionRequest {
+        ConnectionRequest {
+            host: normalize_host(host).unwrap(),
+            port: 443,
+            via: Via::Sni,
+            peer: None,
+            pid,
+            exe: Some("/usr/bin/curl".into()),
+            process_detail: None,
+        }
+    }
+
+    fn pdp(mode: Mode) -> ContextPdp {
+        ContextPdp {
+            allowlist: Allowlist::parse(&["listed.test"]).unwrap(),
+            taint_allowlist: Allowlist::new(),
+            on_taint: Decision::Deny,
+            rules: Vec::new(),
+            watch: None,
+            hashes: ExeHashes::default(),
+            mode,
+        }
+    }
+
+    #[test]
+    fn learn_mode_lets_unlisted_destinations_through_but_taint_still_refuses() {
+        let taint = Taint {
+            path: "/work/.env".into(),
+            pid: 7,
+            start_ms: 0,
+            pgid: 7,
+            at_ms: procinfo::now_ms(),
+        };
+        let learning = pdp(Mode::Learn);
+        let r = learning.decide_with(&req("new.test", Some(7)), None).unwrap();
+        assert_eq!(r.decision, Decision::Allow);
+        assert!(r.reason.starts_with("learn: new.test:443 "), "{}", r.reason);
+        let r = learning.decide_with(&req("listed.test", Some(7)), None).unwrap();
+        assert_eq!(r.reason, "allowed by rule \"listed.test\"");
+        // Taint comes first, learn or not.
+        let r = learning.decide_with(&req("new.test", Some(7)), Some(taint)).unwrap();
+        assert_eq!(r.decision, Decision::Deny);
+        assert!(r.reason.contains(".env"), "{}", r.reason);
+        // Enforcing: the same destination is refused.
+        let r = pdp(Mode::Enforce).decide_with(&req("new.test", Some(7)), None).unwrap();
+        assert_eq!(r.decision, Decision::Deny);
+        assert_eq!(r.reason, "new.test:443 is not in the egress allowlist");
+        // The plain allowlist PDP, both ways.
+        let plain = AllowlistPdp::new(Allowlist::new());
+        assert_eq!(plain.decide(&req("new.test", None)).unwrap().decision, Decision::Deny);
+        let r = plain.with_mode(Mode::Learn).decide(&req("new.test", None)).unwrap();
+        assert_eq!(r.decision, Decision::Allow);
+        assert!(r.reason.starts_with("learn:"), "{}", r.reason);
     }
 }

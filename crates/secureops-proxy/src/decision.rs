@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use secureops_audit::Via;
-use secureops_policy::{Allowlist, Host};
+use secureops_policy::{Allowlist, Host, Mode};
 
 /// The PDP's verdict for a single egress attempt (PRODUCT.md B.5 step 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,16 +91,28 @@ pub trait PolicyDecisionPoint: Send + Sync + 'static {
 
 /// A dependency-free [`PolicyDecisionPoint`]: allow a connection only when
 /// its host and port are admitted by the egress allowlist; everything else
-/// is denied (fail-closed). Mirrors `[network] egress_allowlist`.
+/// is denied (fail-closed), or in learn mode let through as learned.
+/// Mirrors `[network] egress_allowlist`.
 #[derive(Debug, Clone, Default)]
 pub struct AllowlistPdp {
     allowlist: Allowlist,
+    mode: Mode,
 }
 
 impl AllowlistPdp {
-    /// Wraps an allowlist.
+    /// Wraps an allowlist (enforcing).
     pub fn new(allowlist: Allowlist) -> Self {
-        Self { allowlist }
+        Self {
+            allowlist,
+            mode: Mode::Enforce,
+        }
+    }
+
+    /// The same PDP in `mode` (`run --learn`: [`Mode::Learn`]).
+    #[must_use]
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
     }
 
     /// The allowlist this PDP enforces.
@@ -116,15 +128,24 @@ impl PolicyDecisionPoint for AllowlistPdp {
                 decision: Decision::Allow,
                 reason: format!("allowed by rule \"{rule}\""),
             },
-            None => Ruling {
-                decision: Decision::Deny,
-                reason: format!(
-                    "{}:{} is not in the egress allowlist",
-                    host_port_host(&req.host),
-                    req.port
-                ),
-            },
+            None => unlisted(self.mode, &req.host, req.port),
         })
+    }
+}
+
+/// The ruling for a destination no rule admits: deny, or in learn mode
+/// allow with a `learn:` reason (destination safety is still checked
+/// after the decision, where every allowed destination is vetted).
+pub(crate) fn unlisted(mode: Mode, host: &Host, port: u16) -> Ruling {
+    match mode.unlisted(&format!("{}:{port}", host_port_host(host))) {
+        Ok(reason) => Ruling {
+            decision: Decision::Allow,
+            reason,
+        },
+        Err(reason) => Ruling {
+            decision: Decision::Deny,
+            reason,
+        },
     }
 }
 

@@ -18,7 +18,16 @@ pub fn audit(action: AuditCommand) -> ExitCode {
             open,
             anchor,
         } => verify(&files, pubkey.as_deref(), open, anchor.as_deref()),
-        AuditCommand::Show { file, decision, json } => show(&file, decision, json),
+        AuditCommand::Show {
+            file,
+            decision,
+            summary: true,
+            ..
+        } => crate::audit_summary::summary(&file, decision),
+        AuditCommand::Show {
+            file, decision, json, ..
+        } => show(&file, decision, json),
+        AuditCommand::Tail { file, follow } => crate::audit_tail::tail(&file, follow),
     };
     match result {
         Ok(code) => code,
@@ -114,19 +123,11 @@ fn verify(files: &[PathBuf], pubkey: Option<&Path>, open: bool, anchor: Option<&
 
 fn show(file: &Path, decision: Option<DecisionFilter>, json: bool) -> anyhow::Result<ExitCode> {
     let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
-    let want = decision.map(|d| match d {
-        DecisionFilter::Allow => "allow",
-        DecisionFilter::Deny => "deny",
-        DecisionFilter::Escalate => "escalate",
-    });
+    let want = decision.map(decision_word);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if !json {
-        writeln!(
-            out,
-            "{:<27} {:<8} {:<24} {:<32} REASON",
-            "TIME", "DECISION", "PID/EXE", "HOST:PORT"
-        )?;
+        writeln!(out, "{}", Row::header())?;
     }
     // Bytes, not `lines()`: a damaged line must not stop the listing, and
     // `--json` passes each line through byte for byte.
@@ -135,8 +136,7 @@ fn show(file: &Path, decision: Option<DecisionFilter>, json: bool) -> anyhow::Re
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) else {
             continue;
         };
-        let field = |k: &str| v.get(k).and_then(serde_json::Value::as_str).unwrap_or("");
-        if want.is_some_and(|w| field("decision") != w) {
+        if want.is_some_and(|w| v.get("decision").and_then(serde_json::Value::as_str) != Some(w)) {
             continue;
         }
         if json {
@@ -144,36 +144,97 @@ fn show(file: &Path, decision: Option<DecisionFilter>, json: bool) -> anyhow::Re
             out.write_all(b"\n")?;
             continue;
         }
+        writeln!(out, "{}", Row::of(&v).text(false))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The word of a `--decision` filter, as the log writes it.
+pub(crate) fn decision_word(d: DecisionFilter) -> &'static str {
+    match d {
+        DecisionFilter::Allow => "allow",
+        DecisionFilter::Deny => "deny",
+        DecisionFilter::Escalate => "escalate",
+    }
+}
+
+/// One entry as `audit show` (and `audit tail`) prints it.
+pub(crate) struct Row {
+    ts: String,
+    /// The decision, or `start`/`stop` for the log's own entries.
+    word: String,
+    who: String,
+    dest: String,
+    reason: String,
+}
+
+impl Row {
+    /// The column titles.
+    pub(crate) fn header() -> String {
+        format!(
+            "{:<27} {:<8} {:<24} {:<32} REASON",
+            "TIME", "DECISION", "PID/EXE", "HOST:PORT"
+        )
+    }
+
+    /// The row of a parsed entry.
+    pub(crate) fn of(v: &serde_json::Value) -> Row {
+        // A log is only as trustworthy as its file: nothing in it may
+        // drive the terminal (escape sequences).
+        let field = |k: &str| -> String {
+            v.get(k)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("")
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect()
+        };
         // start/stop rows: the kind in the decision column, the writer
         // (for start) as the process, no destination.
         let kind = field("kind");
         let lifecycle = kind == "start" || kind == "stop";
-        let who = match (v.get("pid").and_then(serde_json::Value::as_u64), field("exe")) {
-            (Some(pid), exe) => format!("{pid}/{}", exe.rsplit('/').next().unwrap_or(exe)),
-            (None, _) => "-".to_owned(),
+        let exe = field("exe");
+        let who = match v.get("pid").and_then(serde_json::Value::as_u64) {
+            Some(pid) => format!("{pid}/{}", exe.rsplit('/').next().unwrap_or(&exe)),
+            None => "-".to_owned(),
         };
-        let dest = match (v.get("port").and_then(serde_json::Value::as_u64), field("host")) {
-            (_, "") => "-".to_owned(),
-            (Some(port), host) => format!("{host}:{port}"),
-            (None, host) => host.to_owned(),
+        let host = field("host");
+        let dest = match v.get("port").and_then(serde_json::Value::as_u64) {
+            _ if host.is_empty() => "-".to_owned(),
+            Some(port) => format!("{host}:{port}"),
+            None => host,
         };
-        let mut reason = field("reason").to_owned();
-        if let Some(detail) = v.get("detail").and_then(serde_json::Value::as_str) {
+        let mut reason = field("reason");
+        if v.get("detail").and_then(serde_json::Value::as_str).is_some() {
             reason.push_str(" (");
-            reason.push_str(detail);
+            reason.push_str(&field("detail"));
             reason.push(')');
         }
-        writeln!(
-            out,
-            "{:<27} {:<8} {:<24} {:<32} {}",
-            field("ts"),
-            if lifecycle { kind } else { field("decision") },
+        Row {
+            ts: field("ts"),
+            word: if lifecycle { kind } else { field("decision") },
             who,
             dest,
-            reason
-        )?;
+            reason,
+        }
     }
-    Ok(ExitCode::SUCCESS)
+
+    /// The printed line; with `colour`, the decision in ANSI colour
+    /// (allow green, deny red, escalate yellow, start/stop dim).
+    pub(crate) fn text(&self, colour: bool) -> String {
+        let word = format!("{:<8}", self.word);
+        let word = match (colour, self.word.as_str()) {
+            (false, _) => word,
+            (true, "allow") => format!("\x1b[32m{word}\x1b[0m"),
+            (true, "deny") => format!("\x1b[31m{word}\x1b[0m"),
+            (true, "escalate") => format!("\x1b[33m{word}\x1b[0m"),
+            (true, _) => format!("\x1b[2m{word}\x1b[0m"),
+        };
+        format!(
+            "{:<27} {word} {:<24} {:<32} {}",
+            self.ts, self.who, self.dest, self.reason
+        )
+    }
 }
 
 /// `secureops keygen --out FILE`.

@@ -139,6 +139,7 @@ fn context_pdp(loaded: &config::Loaded, c: &config::ContextLoaded) -> ContextPdp
         rules: c.rules.clone(),
         watch: None,
         hashes: Default::default(),
+        mode: loaded.mode,
     }
 }
 

@@ -44,6 +44,15 @@ pub enum Command {
         /// root, CMD otherwise owns root's files.
         #[arg(long, value_name = "NAME")]
         user: Option<String>,
+        /// Learn mode, for writing a first allowlist: every destination the
+        /// allowlist lacks is let through and recorded (reason "learn: ...");
+        /// unsafe addresses and credential taint are still refused. Never
+        /// for untrusted code.
+        #[arg(long)]
+        learn: bool,
+        /// No summary of refused (and learned) destinations when CMD ends.
+        #[arg(long, short = 'q')]
+        quiet: bool,
         /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<String>,
@@ -207,8 +216,22 @@ pub enum AuditCommand {
         #[arg(long)]
         decision: Option<DecisionFilter>,
         /// Pass matching lines through unchanged, for jq.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "summary")]
         json: bool,
+        /// One line per destination (host:port; DNS names as host) with
+        /// its counts per decision, most frequent first.
+        #[arg(long)]
+        summary: bool,
+    },
+    /// Print a log's entries as `show` does; with -f keep printing new
+    /// ones as they are appended, across rotations, until Ctrl-C.
+    Tail {
+        /// Log file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Follow: wait for new entries (and the next file after a rotation).
+        #[arg(short = 'f', long)]
+        follow: bool,
     },
 }
 

@@ -262,6 +262,10 @@ pub struct Loaded {
     /// The agent's home: `~` in `[context]` and the credential watch's
     /// root (`run --user`: the account's, not root's).
     pub home: PathBuf,
+    /// What happens to a destination no rule admits (`run --learn`).
+    pub mode: secureops_policy::Mode,
+    /// `run`: told about every entry of the log, for the summary at the end.
+    pub tally: Option<std::sync::Arc<crate::summary::Tally>>,
 }
 
 /// `[context]` turned into what the PDP takes.
@@ -478,6 +482,8 @@ fn check(raw: Config, text: &str, file: &str, base: PathBuf) -> Result<Loaded, C
         audit_key_set: audit_set("signing_key"),
         start_note: None,
         home: agent_home(),
+        mode: secureops_policy::Mode::Enforce,
+        tally: None,
         raw,
         allowlist,
         private,

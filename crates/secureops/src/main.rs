@@ -3,6 +3,9 @@
 #![forbid(unsafe_code)]
 
 mod audit_cmd;
+mod audit_summary;
+mod audit_tail;
+mod authoring;
 mod check;
 mod cli;
 mod config;
@@ -13,6 +16,7 @@ mod probe;
 mod run;
 mod serve;
 mod suggest_cmd;
+mod summary;
 
 use std::process::ExitCode;
 
@@ -41,8 +45,18 @@ fn main() -> ExitCode {
             audit,
             weak,
             user,
+            learn,
+            quiet,
             cmd,
-        } => run::run(config.as_deref(), &allow, audit.as_deref(), weak, user.as_deref(), &cmd),
+        } => run::run(
+            config.as_deref(),
+            &allow,
+            audit.as_deref(),
+            weak,
+            user.as_deref(),
+            &cmd,
+            authoring::Options { learn, quiet },
+        ),
         Command::Check {
             config,
             pid,

@@ -22,6 +22,7 @@ pub fn run(
     weak: bool,
     user: Option<&str>,
     cmd: &[String],
+    options: crate::authoring::Options,
 ) -> anyhow::Result<ExitCode> {
     let mut loaded = load(config)?;
     for rule in allow {
@@ -74,6 +75,7 @@ pub fn run(
     if !sockets.is_empty() {
         loaded.start_note = Some(format!("run: host Unix sockets let in: {}", sockets.join(", ")));
     }
+    let tally = crate::authoring::prepare(&mut loaded, options);
     // The namespace is created before the runtime starts (see confine).
     // A layer this machine should have and cannot put up stops the run
     // (fail-closed); --weak is the only way to run with less.
@@ -84,19 +86,21 @@ pub fn run(
         .map_err(|e| anyhow::anyhow!("no seccomp filter for this machine: {e}"))
         .and(plan)
         .and_then(|plan| Ok((plan, confine::spawn(cmd, run_as.as_ref())?)));
-    match confined {
-        Ok((plan, (confined, listeners))) => run_confined(&loaded, audit, &plan, confined, listeners),
+    let code = match confined {
+        Ok((plan, (confined, listeners))) => run_confined(&loaded, audit, &plan, confined, listeners)?,
         Err(e) if weak => {
             eprintln!(
                 "secureops: warning: {e:#}; running proxy-only (--weak): tools that ignore HTTPS_PROXY are not stopped"
             );
-            run_weak(&loaded, audit, cmd)
+            run_weak(&loaded, audit, cmd)?
         }
         Err(e) => bail!(
             "{e:#}\nsecureops run refuses to start the command unconfined; rerun with --weak to accept proxy-only \
              enforcement (see `secureops tier`)"
         ),
-    }
+    };
+    crate::authoring::report(&tally, &loaded.audit_config(audit).path, options);
+    Ok(code)
 }
 
 fn run_confined(

@@ -86,6 +86,7 @@ impl Guard {
         let policy = DnsPolicy {
             allowlist: loaded.allowlist.clone(),
             private: loaded.private.clone(),
+            mode: loaded.mode,
             attribution: attribution.map(|a| Arc::new(a) as Arc<dyn secureops_proxy::dns::PeerAttribution>),
         };
         let sinkhole = match dns {
@@ -137,6 +138,7 @@ impl Guard {
         let policy = DnsPolicy {
             allowlist: loaded.allowlist.clone(),
             private: loaded.private.clone(),
+            mode: loaded.mode,
             attribution: Some(Arc::new(attribution)),
         };
         let sinkhole = DnsSinkhole::from_std(
@@ -192,8 +194,12 @@ fn open_audit(loaded: &Loaded, audit_path: Option<&Path>) -> anyhow::Result<Audi
         return Ok(AuditLog::null());
     }
     let audit_config = loaded.audit_config(audit_path);
-    AuditLog::open(audit_config.clone())
-        .with_context(|| format!("cannot open audit log {}", audit_config.path.display()))
+    let log = AuditLog::open(audit_config.clone())
+        .with_context(|| format!("cannot open audit log {}", audit_config.path.display()))?;
+    Ok(match &loaded.tally {
+        Some(tally) => log.with_observer(Arc::clone(tally) as Arc<dyn secureops_audit::AuditObserver>),
+        None => log,
+    })
 }
 
 /// Raises the soft open-file limit to the hard one, as servers do: every
@@ -272,7 +278,7 @@ fn shared(
 /// `[context]` the context PDP (whose credential watch starts here).
 fn policy(loaded: &Loaded) -> Arc<dyn PolicyDecisionPoint> {
     let Some(c) = &loaded.context else {
-        return Arc::new(AllowlistPdp::new(loaded.allowlist.clone()));
+        return Arc::new(AllowlistPdp::new(loaded.allowlist.clone()).with_mode(loaded.mode));
     };
     let watch = if c.globs.is_empty() {
         None
@@ -301,6 +307,7 @@ fn policy(loaded: &Loaded) -> Arc<dyn PolicyDecisionPoint> {
         rules: c.rules.clone(),
         watch,
         hashes: Default::default(),
+        mode: loaded.mode,
     };
     Arc::new(pdp)
 }

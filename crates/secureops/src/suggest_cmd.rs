@@ -28,11 +28,9 @@ use secureops_policy::{Host, normalize_host, vet};
 
 use crate::config::{self, Loaded};
 
-/// The end of the reason of a policy refusal (the proxy's and DNS
-/// sinkhole's `... is not in the egress allowlist`).
-const NOT_ALLOWED: &str = " is not in the egress allowlist";
-/// The start of the reason of an entry let through by learn mode.
-const LEARNED: &str = "learn:";
+// The reasons written by the decision points: a refusal no rule lifted ends
+// with NOT_LISTED, an entry let through by learn mode starts with LEARN_PREFIX.
+use secureops_policy::learn::{LEARN_PREFIX as LEARNED, NOT_LISTED as NOT_ALLOWED};
 
 /// Names listed in a grouped rule's comment before "...".
 const NAMES_SHOWN: usize = 4;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::Name;
 use secureops_audit::{Appended, AuditFinding, AuditLog, Kind, Verdict, Via};
-use secureops_policy::{Allowlist, Host, PrivateDestinations, UnsafeDestination};
+use secureops_policy::{Allowlist, Host, Mode, PrivateDestinations, UnsafeDestination};
 
 use crate::dns::answer::{
     self, NameError, Parsed, Query, Rejection, cache_ttl, encode, first_unsafe, fit, from_cache, local_reverse,
@@ -66,7 +66,7 @@ pub(crate) enum Outcome {
         range: &'static str,
     },
     /// No name rule covers the name.
-    #[error("{name} is not in the egress allowlist")]
+    #[error("{name} {}", secureops_policy::learn::NOT_LISTED)]
     NotAllowed {
         /// The normalised name.
         name: String,
@@ -179,6 +179,7 @@ impl Reply {
 pub(crate) struct Engine {
     pub(crate) config: DnsConfig,
     allowlist: Allowlist,
+    mode: Mode,
     private: PrivateDestinations,
     reverse: HashMap<IpAddr, Vec<Name>>,
     cache: AnswerCache,
@@ -223,6 +224,7 @@ impl Engine {
             limiter,
             forwarder,
             allowlist: policy.allowlist,
+            mode: policy.mode,
             private: policy.private,
             attribution: Attributor::new(policy.attribution),
             audit,
@@ -401,7 +403,9 @@ impl Engine {
                 return Ok((outcome, sink()));
             }
         };
-        if !self.allowlist.resolves(name) {
+        // Learn mode lets an unlisted name resolve; its answer is vetted
+        // below like any other.
+        if self.mode == Mode::Enforce && !self.allowlist.resolves(name) {
             return Ok((Outcome::NotAllowed { name: name.clone() }, sink()));
         }
         if let Some(ips) = self.config.hosts.get(name) {
@@ -433,8 +437,15 @@ impl Engine {
         Err(key)
     }
 
-    /// The rule to quote for an allowed name (ports 443 and 80 first).
+    /// The rule to quote for an allowed name (ports 443 and 80 first), or
+    /// the `learn:` reason of a name only learn mode lets through.
     fn rule_for(&self, name: &str) -> String {
+        if self.mode == Mode::Learn
+            && !self.allowlist.resolves(name)
+            && let Ok(learned) = self.mode.unlisted(name)
+        {
+            return learned;
+        }
         let host = Host::Name(name.to_owned());
         match self
             .allowlist

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secureops_audit::AuditLog;
-use secureops_policy::{Allowlist, PrivateDestinations};
+use secureops_policy::{Allowlist, Mode, PrivateDestinations};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -137,6 +137,9 @@ pub struct DnsPolicy {
     pub private: PrivateDestinations,
     /// Process attribution for audit entries, if the platform has one.
     pub attribution: Option<Arc<dyn PeerAttribution>>,
+    /// What happens to a name no rule covers (`run --learn`: it resolves,
+    /// recorded as learned; answers are still vetted).
+    pub mode: Mode,
 }
 
 impl std::fmt::Debug for DnsPolicy {
@@ -144,6 +147,7 @@ impl std::fmt::Debug for DnsPolicy {
         f.debug_struct("DnsPolicy")
             .field("rules", &self.allowlist.len())
             .field("attribution", &self.attribution.is_some())
+            .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
 }

@@ -223,3 +223,125 @@ impl Drop for FakeInternet {
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
 }
+
+/// A canary at the cloud metadata address `169.254.169.254` inside a
+/// fake internet's namespace. The host reaches it for TCP to port 9999
+/// only, through a policy rule and a routing table of its own, so the
+/// host's other traffic to that address (a real metadata service) is
+/// untouched. Rule, table and canary are removed on drop.
+pub struct MetadataCanary {
+    counts: PathBuf,
+    child: Option<Child>,
+    /// The policy rule's priority (ahead of the main table's 32766).
+    priority: String,
+    /// The routing table's number.
+    table: String,
+}
+
+/// The metadata address and the one port the host routes to the canary.
+pub const METADATA: &str = "169.254.169.254";
+pub const METADATA_PORT: u16 = 9999;
+
+impl MetadataCanary {
+    /// `None` (with the reason printed) when the host cannot route to it.
+    pub fn start(net: &FakeInternet) -> Option<MetadataCanary> {
+        let (host_if, ns_if) = (format!("{}h", net.ns), format!("{}n", net.ns));
+        let host_addr = format!("{}.1", net.allowed.rsplit_once('.').unwrap().0);
+        // Per test process and call: parallel tests never share one.
+        let n = NEXT.fetch_add(1, Ordering::SeqCst) % 20;
+        let priority = 1000 + (std::process::id() % 1400) * 20 + n;
+        let mut canary = MetadataCanary {
+            counts: net.dir.path().join("metadata-canary.json"),
+            child: None,
+            priority: priority.to_string(),
+            table: (100_000 + priority).to_string(),
+        };
+        let (table, prio, dport) = (&canary.table, &canary.priority, METADATA_PORT.to_string());
+        let steps: [&[&str]; 3] = [
+            &[
+                "ip",
+                "netns",
+                "exec",
+                &net.ns,
+                "ip",
+                "addr",
+                "add",
+                "169.254.169.254/32",
+                "dev",
+                &ns_if,
+            ],
+            &[
+                "ip",
+                "route",
+                "add",
+                "169.254.169.254/32",
+                "dev",
+                &host_if,
+                "src",
+                &host_addr,
+                "table",
+                table,
+            ],
+            &[
+                "ip",
+                "rule",
+                "add",
+                "to",
+                "169.254.169.254/32",
+                "ipproto",
+                "tcp",
+                "dport",
+                &dport,
+                "lookup",
+                table,
+                "priority",
+                prio,
+            ],
+        ];
+        for step in steps {
+            if !sh(step) {
+                eprintln!("SKIP: cannot route to a metadata canary ({})", step.join(" "));
+                return None;
+            }
+        }
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        canary.child = Some(
+            Command::new("ip")
+                .args(["netns", "exec", &net.ns, "python3"])
+                .arg(fixtures.join("canary.py"))
+                .args([METADATA, canary.counts.to_str().unwrap()])
+                .spawn()
+                .unwrap(),
+        );
+        // Up and reachable from the host (this connection is counted:
+        // tests compare against the counts after start).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(canary.counts.exists() && std::net::TcpStream::connect((METADATA, METADATA_PORT)).is_ok()) {
+            assert!(Instant::now() < deadline, "the metadata canary did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(canary)
+    }
+
+    /// (TCP connections, bytes) seen so far.
+    pub fn counts(&self) -> (u64, u64) {
+        std::thread::sleep(Duration::from_millis(200));
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&self.counts).unwrap()).unwrap();
+        (v["tcp"].as_u64().unwrap(), v["bytes"].as_u64().unwrap())
+    }
+}
+
+impl Drop for MetadataCanary {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["rule", "del", "priority", &self.priority])
+            .status();
+        let _ = Command::new("ip")
+            .args(["route", "flush", "table", &self.table])
+            .status();
+    }
+}

@@ -113,6 +113,10 @@ impl crate::dns::PeerAttribution for Dig {
 }
 
 fn fixture(upstream: Vec<SocketAddr>, tweak: impl FnOnce(&mut DnsConfig)) -> Fixture {
+    fixture_in(Mode::Enforce, upstream, tweak)
+}
+
+fn fixture_in(mode: Mode, upstream: Vec<SocketAddr>, tweak: impl FnOnce(&mut DnsConfig)) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
     let audit = AuditLog::open(AuditConfig::new(&path, dir.path().join("audit.key"))).unwrap();
@@ -143,6 +147,7 @@ fn fixture(upstream: Vec<SocketAddr>, tweak: impl FnOnce(&mut DnsConfig)) -> Fix
         .unwrap(),
         private: PrivateDestinations::parse(&["127.0.0.0/8", "::1"]).unwrap(),
         attribution: Some(Arc::new(Dig)),
+        mode,
     };
     Fixture {
         engine: Engine::new(config, policy, audit.clone(), "127.0.0.1:53".parse().unwrap()),
@@ -582,4 +587,50 @@ async fn local_answers_are_prepared_at_once_and_recorded_as_one_group() {
     assert_eq!(refused("static.test."), ResponseCode::Refused);
     assert_eq!(refused("www.allowed.test."), ResponseCode::Refused);
     assert_eq!(refused("z.denied.test."), ResponseCode::NXDomain);
+}
+
+#[tokio::test]
+async fn learn_mode_resolves_unlisted_names_but_still_vets_their_answers() {
+    // The stub answers a global address, except for rebind.test.
+    let stub = Stub::start(|q, _| {
+        let name = q.queries[0].name().to_ascii();
+        let ip = if name.starts_with("rebind.") {
+            Ipv4Addr::new(169, 254, 169, 254)
+        } else {
+            Ipv4Addr::new(93, 184, 215, 14)
+        };
+        Some(reply(q, vec![a_record(q, ip, 60)]))
+    })
+    .await;
+    let f = fixture_in(Mode::Learn, vec![stub.addr], |c| {
+        c.hosts.insert(
+            "unlisted-metadata.test".to_owned(),
+            vec!["169.254.169.254".parse().unwrap()],
+        );
+    });
+    let r = f.ask("new.example.", RecordType::A).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(r.answers.len(), 1);
+    // Safety still refuses: a rebinding answer and an unsafe static answer.
+    let r = f.ask("rebind.example.", RecordType::A).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    let r = f.ask("unlisted-metadata.test.", RecordType::A).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    // A listed name keeps its rule as the reason.
+    let r = f.ask("static.test.", RecordType::A).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(stub.queries(), 2, "the static names never reach the upstream");
+    let entries = f.entries();
+    let reasons: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e["decision"].as_str().unwrap(), e["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(reasons[0].0, "allow");
+    assert!(reasons[0].1.starts_with("learn: new.example "), "{reasons:?}");
+    assert_eq!(reasons[1].0, "deny");
+    assert!(reasons[1].1.contains("rebinding"), "{reasons:?}");
+    assert_eq!(reasons[2].0, "deny");
+    assert!(reasons[2].1.contains("169.254.169.254"), "{reasons:?}");
+    assert_eq!(reasons[3].0, "allow");
+    assert!(reasons[3].1.starts_with("allowed by rule"), "{reasons:?}");
 }
