@@ -30,6 +30,11 @@ if [ "${1:-run}" = test ]; then
   want useradd passwd
   want ipcmk util-linux
   want node nodejs
+  # `secureops completions` and `secureops man` are checked in real shells
+  # and groff.
+  want zsh zsh
+  want fish fish
+  want groff groff-base
 fi
 if ((${#need[@]})); then
   sudo=""

@@ -19,6 +19,7 @@ pub fn audit(action: AuditCommand) -> ExitCode {
             anchor,
         } => verify(&files, pubkey.as_deref(), open, anchor.as_deref()),
         AuditCommand::Show { file, decision, json } => show(&file, decision, json),
+        AuditCommand::Export { file, format } => crate::ocsf::export(&file, format),
     };
     match result {
         Ok(code) => code,

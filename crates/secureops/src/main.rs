@@ -7,7 +7,9 @@ mod check;
 mod cli;
 mod config;
 mod confine;
+mod docs_cmd;
 mod escalate_cmd;
+mod ocsf;
 mod probe;
 mod run;
 mod serve;
@@ -73,6 +75,8 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        Command::Completions { shell } => docs_cmd::completions(shell),
+        Command::Man => docs_cmd::man(),
     };
     match result {
         Ok(code) => code,
