@@ -40,10 +40,9 @@ pub fn render(out: &mut Vec<u8>) -> std::io::Result<()> {
     // (defining the `Aq` string): keep the first.
     let mut seen = std::collections::HashSet::new();
     for line in String::from_utf8_lossy(&raw).lines() {
-        if line.starts_with(".ie \\n(.g .ds Aq") || line.starts_with(".el .ds Aq") {
-            if !seen.insert(line.to_owned()) {
-                continue;
-            }
+        let preamble = line.starts_with(".ie \\n(.g .ds Aq") || line.starts_with(".el .ds Aq");
+        if preamble && !seen.insert(line.to_owned()) {
+            continue;
         }
         writeln!(out, "{line}")?;
     }
