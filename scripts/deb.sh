@@ -5,6 +5,7 @@
 # package installs it).
 #
 #   scripts/deb.sh              # release build → $TARGET/debian/secureops_*.deb
+#                               # (+ secureops-dbgsym_*.ddeb: debug symbols)
 #   scripts/deb.sh --ci         # package the debug binary `cargo test` just
 #                               # built instead of a release build (CI: saves
 #                               # a full optimised build; same code, bigger)
@@ -23,12 +24,18 @@ if [ "$ci" = yes ]; then
   # profile name of its own, packaged without building.
   profile=deb-ci
   mkdir -p "$target/$profile"
-  cp "$target/debug/secureops" "$target/$profile/secureops"
+  ln -f "$target/debug/secureops" "$target/$profile/secureops"
   deb_args=(--no-build --profile "$profile" --fast)
 else
   profile=release
   cargo build --locked --release -p secureops >&2
-  deb_args=(--no-build)
+  # The release profile keeps line tables: ship them in a separate
+  # -dbgsym.ddeb (needs objcopy, from binutils), else strip them.
+  if command -v objcopy >/dev/null; then
+    deb_args=(--no-build --dbgsym --compress-debug-symbols=zlib)
+  else
+    deb_args=(--no-build --strip)
+  fi
 fi
 bin="$target/$profile/secureops"
 assets="$target/$profile/deb-assets"
@@ -43,4 +50,4 @@ out=$(cargo deb -p secureops --locked "${deb_args[@]}" 2>&1) || {
   echo "$out" >&2
   exit 1
 }
-echo "$out" | tail -n 1
+echo "$out" | grep -v '\.ddeb$' | tail -n 1
