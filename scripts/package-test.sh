@@ -95,16 +95,32 @@ verify() {
 verify
 grep -qx 'ExecStart=/usr/bin/secureops proxy -c /etc/secureops/config.toml' "$root/usr/lib/systemd/system/secureops.service" ||
   fail "ExecStart"
-exposure=$(systemd-analyze security --offline=yes --root="$root" secureops.service 2>&1 | sed -n 's/.*exposure level for secureops.service: \([0-9.]*\).*/\1/p')
+security() { systemd-analyze security --offline=yes --root="$root" secureops.service 2>&1; }
+# expect MARK SETTING: the security report marks SETTING ✓ (restricted) or ✗.
+expect() {
+  grep -q "^$1 $2 " <<<"$report" || fail "systemd-analyze security: not $1 $2"
+}
+report=$(security)
+exposure=$(sed -n 's/.*exposure level for secureops.service: \([0-9.]*\).*/\1/p' <<<"$report")
 echo "package-test: systemd-analyze security exposure $exposure"
 python3 -c "import sys; sys.exit(0 if float('$exposure') <= 2.5 else 1)" || fail "exposure $exposure > 2.5"
+# No capability, no fanotify, no netlink until the [context] drop-in...
+expect ✓ AmbientCapabilities=
+expect ✓ SystemCallFilter=~@privileged
+expect ✓ RestrictAddressFamilies=~AF_NETLINK
 mkdir -p "$root/etc/systemd/system/secureops.service.d"
 cp "$root/usr/share/doc/secureops/examples/context.conf" "$root/etc/systemd/system/secureops.service.d/"
 verify
+# ...which grants exactly those.
+report=$(security)
+expect ✗ AmbientCapabilities=
+expect ✗ SystemCallFilter=~@privileged
+expect ✗ RestrictAddressFamilies=~AF_NETLINK
+grep -q 'fanotify_init is allowed' <<<"$report" || fail "the drop-in does not allow fanotify_init"
 # And the check can fail: a misspelt option is caught.
 echo 'ProtectSytem=strict' >>"$root/etc/systemd/system/secureops.service.d/context.conf"
-! systemd-analyze verify --man=no --root="$root" secureops.service 2>&1 | grep -q . &&
-  fail "systemd-analyze verify did not notice a misspelt option"
+out=$(systemd-analyze verify --man=no --root="$root" secureops.service 2>&1 || true)
+[ -n "$out" ] || fail "systemd-analyze verify did not notice a misspelt option"
 echo "package-test: deb ok"
 
 # --- 2. cargo install ----------------------------------------------------------
