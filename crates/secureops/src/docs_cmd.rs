@@ -17,7 +17,7 @@ pub fn completions(shell: CompletionShell) -> anyhow::Result<ExitCode> {
     };
     // Into a buffer first: `generate` panics on a write error (a closed pipe).
     let mut script = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "secureops", &mut script);
+    clap_complete::generate(shell, &mut public_command(), "secureops", &mut script);
     std::io::stdout().lock().write_all(&script)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -84,6 +84,19 @@ fn render_parts(out: &mut Vec<u8>) -> std::io::Result<()> {
     }
     out.write_all(TAIL.as_bytes())?;
     man.render_version_section(out)
+}
+
+/// The command line without its hidden internal subcommands, which the
+/// completion generators would offer otherwise (clap cannot remove a
+/// subcommand, so the top level is rebuilt; it has no arguments of its own).
+fn public_command() -> clap::Command {
+    let full = Cli::command();
+    let top = clap::Command::new("secureops")
+        .version(env!("CARGO_PKG_VERSION"))
+        .propagate_version(true)
+        .subcommand_required(true);
+    let subs: Vec<clap::Command> = visible_subcommands(&full).cloned().collect();
+    top.subcommands(subs)
 }
 
 fn visible_subcommands(cmd: &clap::Command) -> impl Iterator<Item = &clap::Command> {

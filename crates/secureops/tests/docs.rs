@@ -84,6 +84,7 @@ fn bash_completion_parses_and_completes_subcommands() {
     for name in subcommands(&[]) {
         assert!(top.contains(&name.as_str()), "{name} not completed: {top:?}");
     }
+    assert!(!script.contains("ns-child"), "internal subcommand offered");
 }
 
 #[test]
