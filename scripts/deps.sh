@@ -3,6 +3,9 @@
 #   scripts/deps.sh run     # what `secureops run` needs: nft, ip, unshare, setpriv, setsid
 #   scripts/deps.sh test    # the above plus the real clients the tests drive
 #   scripts/deps.sh tools COMMAND=PACKAGE...   # just these (benchmark scripts)
+#   scripts/deps.sh package # what scripts/deb.sh needs: cargo-deb
+# `test` also installs what scripts/package-test.sh needs (cargo-deb,
+# systemd-analyze).
 set -euo pipefail
 
 need=()
@@ -30,6 +33,14 @@ if [ "${1:-run}" = test ]; then
   want useradd passwd
   want ipcmk util-linux
   want node nodejs
+  # `secureops completions` and `secureops man` are checked in real shells
+  # and groff.
+  want zsh zsh
+  want fish fish
+  want groff groff-base
+  # scripts/package-test.sh: `systemd-analyze verify` (systemd is not started).
+  want systemd-analyze systemd
+  want dpkg-deb dpkg
 fi
 if ((${#need[@]})); then
   sudo=""
@@ -39,3 +50,13 @@ if ((${#need[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# cargo-deb for scripts/deb.sh (about 2.5 min of CPU to build, once).
+case "${1:-run}" in
+test | package)
+  if ! cargo deb --version >/dev/null 2>&1; then
+    echo "installing: cargo-deb" >&2
+    # In a throwaway target folder, not the workspace's.
+    env -u CARGO_TARGET_DIR cargo install cargo-deb --locked --quiet
+  fi
+  ;;
+esac

@@ -28,6 +28,7 @@ pub fn audit(action: AuditCommand) -> ExitCode {
             file, decision, json, ..
         } => show(&file, decision, json),
         AuditCommand::Tail { file, follow } => crate::audit_tail::tail(&file, follow),
+        AuditCommand::Export { file, format } => crate::ocsf::export(&file, format),
     };
     match result {
         Ok(code) => code,

@@ -167,6 +167,15 @@ pub enum Command {
         #[command(subcommand)]
         action: PolicyCommand,
     },
+    /// Print a shell completion script on stdout, e.g.
+    /// `secureops completions bash > /etc/bash_completion.d/secureops`.
+    Completions {
+        /// The shell.
+        #[arg(value_name = "SHELL")]
+        shell: CompletionShell,
+    },
+    /// Print the man page (roff) on stdout, e.g. `secureops man | man -l -`.
+    Man,
 }
 
 /// `secureops policy …`
@@ -185,6 +194,24 @@ pub enum PolicyCommand {
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+}
+
+/// Shells `secureops completions` writes for.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum CompletionShell {
+    /// Bash.
+    Bash,
+    /// Zsh.
+    Zsh,
+    /// Fish.
+    Fish,
+}
+
+/// `audit export --format` values.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// OCSF 1.8 JSON lines: Network Activity (4001) and DNS Activity (4003).
+    Ocsf,
 }
 
 /// `secureops audit …`
@@ -232,6 +259,17 @@ pub enum AuditCommand {
         /// Follow: wait for new entries (and the next file after a rotation).
         #[arg(short = 'f', long)]
         follow: bool,
+    },
+    /// Convert a log's decisions for a SIEM: one JSON object a line on
+    /// stdout (start/stop markers are not exported). It does not check the
+    /// signatures: run `audit verify` for that.
+    Export {
+        /// Log file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_name = "FORMAT")]
+        format: ExportFormat,
     },
 }
 

@@ -10,7 +10,9 @@ mod check;
 mod cli;
 mod config;
 mod confine;
+mod docs_cmd;
 mod escalate_cmd;
+mod ocsf;
 mod presets_cmd;
 mod probe;
 mod run;
@@ -98,6 +100,8 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        Command::Completions { shell } => docs_cmd::completions(shell),
+        Command::Man => docs_cmd::man(),
     };
     match result {
         Ok(code) => code,
