@@ -8,6 +8,7 @@ mod cli;
 mod config;
 mod confine;
 mod escalate_cmd;
+mod fault_hook;
 mod probe;
 mod run;
 mod serve;
