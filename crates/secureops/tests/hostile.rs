@@ -266,32 +266,40 @@ async fn dns_flooder(dns: SocketAddr, n: u8, stop: Arc<AtomicBool>, sent: Arc<At
 }
 
 /// One DNS question from the good client: `echo.test` must answer
-/// 127.0.0.1.
-async fn good_dns(socket: &UdpSocket, dns: SocketAddr, id: u16) -> Result<(), String> {
+/// 127.0.0.1. Like a stub resolver it sends the question again after a
+/// second without an answer (a flood can fill the sinkhole's socket
+/// buffer, and the kernel then drops datagrams, whoever sent them), at most
+/// 5 times; returns how many sends it took.
+async fn good_dns(socket: &UdpSocket, dns: SocketAddr, id: u16) -> Result<u32, String> {
     let mut m = Message::query();
     m.metadata.id = id;
     m.metadata.recursion_desired = true;
     m.add_query(Query::query(Name::from_ascii("echo.test.").unwrap(), RecordType::A));
-    socket
-        .send_to(&m.to_vec().unwrap(), dns)
-        .await
-        .map_err(|e| e.to_string())?;
+    let query = m.to_vec().unwrap();
     let mut buf = [0u8; 1500];
-    loop {
-        let (n, _) = socket.recv_from(&mut buf).await.map_err(|e| e.to_string())?;
-        let Ok(answer) = Message::from_vec(&buf[..n]) else {
-            continue;
-        };
-        if answer.metadata.id != id {
-            continue;
-        }
+    for sends in 1..=5 {
+        socket.send_to(&query, dns).await.map_err(|e| e.to_string())?;
+        let answer = tokio::time::timeout(Duration::from_secs(1), async {
+            loop {
+                let Ok((n, _)) = socket.recv_from(&mut buf).await else {
+                    continue;
+                };
+                match Message::from_vec(&buf[..n]) {
+                    Ok(a) if a.metadata.id == id => return a,
+                    _ => continue,
+                }
+            }
+        })
+        .await;
+        let Ok(answer) = answer else { continue };
         let ok = answer.metadata.response_code == ResponseCode::NoError
             && answer
                 .answers
                 .iter()
                 .any(|r| matches!(&r.data, RData::A(a) if a.0 == Ipv4Addr::LOCALHOST));
-        return if ok { Ok(()) } else { Err(format!("{answer:?}")) };
+        return if ok { Ok(sends) } else { Err(format!("{answer:?}")) };
     }
+    Err("no answer to 5 sends".into())
 }
 
 /// What the run measured.
@@ -306,6 +314,14 @@ struct Report {
 #[test]
 fn hostile_clients_at_once_do_not_stop_a_good_client() {
     let mut counts = Counts::from_env();
+    // To tell the DNS flood's effect from the others' (see the note on
+    // the full run in README "Limits").
+    if let Some(n) = std::env::var("SECUREOPS_HOSTILE_DNS_FLOODERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        counts.dns_flooders = n;
+    }
     let nofile = raise_nofile();
     // This process holds both ends of every tunnel when the slots are
     // filled at the end.
@@ -375,6 +391,7 @@ fn hostile_clients_at_once_do_not_stop_a_good_client() {
         let good_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let started = Instant::now();
         let (mut good_ops, mut peak_fds, mut peak_rss) = (0u32, 0u64, 0u64);
+        let mut dns_resends = 0u32;
         while started.elapsed() < counts.hostile_for {
             let op = good_ops;
             let tunnel = tokio::time::timeout(Duration::from_secs(10), async {
@@ -391,8 +408,11 @@ fn hostile_clients_at_once_do_not_stop_a_good_client() {
                 "good tunnel {op} failed: {tunnel:?}; proxy (fds, RSS KiB) {:?}",
                 usage(pid)
             );
-            let dns = tokio::time::timeout(Duration::from_secs(5), good_dns(&good_socket, dns_addr, op as u16)).await;
-            assert!(matches!(dns, Ok(Ok(()))), "good DNS query {op} failed: {dns:?}");
+            let dns = good_dns(&good_socket, dns_addr, op as u16).await;
+            match dns {
+                Ok(sends) => dns_resends += sends - 1,
+                Err(e) => panic!("good DNS query {op} failed: {e}"),
+            }
             good_ops += 1;
             let (fds, rss) = usage(pid);
             peak_fds = peak_fds.max(fds);
@@ -456,7 +476,7 @@ fn hostile_clients_at_once_do_not_stop_a_good_client() {
         peak_rss = peak_rss.max(rss_full);
         let (refused, junk) = (refused.load(Ordering::Relaxed), junk.load(Ordering::Relaxed));
         let text = format!(
-            "idle tunnels {} opened in {idle_open_s:.1}s; good operations {good_ops}; slowloris cut off {}; \
+            "idle tunnels {} opened in {idle_open_s:.1}s; good operations {good_ops} (DNS questions sent again: {dns_resends}); slowloris cut off {}; \
              denied CONNECTs answered {refused}; malformed DNS packets {junk}; proxy fds start {fds_at_start} / \
              with idle tunnels {fds_idle} / peak {peak_fds} / all slots taken {fds_full} (limit {}); RSS KiB start \
              {rss_at_start} / with idle tunnels {rss_idle} / peak {peak_rss} (limit {}); per idle tunnel: {:.2} fds, \
