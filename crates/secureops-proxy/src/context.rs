@@ -114,6 +114,14 @@ fn settle(answer: Result<Ruling, PdpError>) -> Result<Ruling, Refusal> {
     }
 }
 
+/// Longest wait for a blocking thread to start a PDP call (all of them
+/// busy, e.g. with stalled calls): then the decision is a refusal.
+const PDP_QUEUE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Past `pdp_timeout`, how long to wait for a finished PDP call's answer to
+/// arrive (a busy machine wakes the waiting task late).
+const PDP_WAKE_SLACK: Duration = Duration::from_millis(500);
+
 /// Longest wait for the audit writer before the decision becomes a refusal.
 const AUDIT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -197,16 +205,25 @@ impl ProxyContext {
     }
 
     /// [`ProxyContext::decide`] on the blocking pool, so that a PDP that
-    /// stalls is a refusal after `pdp_timeout` (it keeps its thread, not a
-    /// runtime worker: other connections go on being served) and one that
-    /// panics is a refusal too.
+    /// stalls is a refusal soon after `pdp_timeout` (it keeps its thread,
+    /// not a runtime worker: other connections go on being served) and one
+    /// that panics is a refusal too. The PDP is judged by its own time:
+    /// waiting for a thread and being woken afterwards, slow on a busy
+    /// machine, are not counted against it (but bounded).
     pub async fn decide_in_time(&self, req: &ConnectionRequest) -> Result<Ruling, Refusal> {
         self.audit_available()?;
         let pdp = Arc::clone(&self.pdp);
         let owned = req.clone();
         let limit = self.config.pdp_timeout;
-        let call = tokio::task::spawn_blocking(move || ask(&*pdp, &owned));
-        let answer = match tokio::time::timeout(limit, call).await {
+        let (started, on_start) = tokio::sync::oneshot::channel();
+        let call = tokio::task::spawn_blocking(move || {
+            let _ = started.send(());
+            ask(&*pdp, &owned)
+        });
+        if tokio::time::timeout(PDP_QUEUE_LIMIT, on_start).await.is_err() {
+            return Err(Refusal::Pdp(PdpError::Timeout));
+        }
+        let answer = match tokio::time::timeout(limit + PDP_WAKE_SLACK, call).await {
             Ok(Ok((answer, took))) if took <= limit => answer,
             Ok(Ok(_)) | Err(_) => Err(PdpError::Timeout),
             Ok(Err(_)) => Err(PdpError::Panicked),
