@@ -98,6 +98,30 @@ async fn client_gone(client: &tokio::net::TcpStream) {
     }
 }
 
+/// One PDP call with a panic caught, and how long it took.
+fn ask(pdp: &dyn PolicyDecisionPoint, req: &ConnectionRequest) -> (Result<Ruling, PdpError>, Duration) {
+    let started = Instant::now();
+    let answer = std::panic::catch_unwind(AssertUnwindSafe(|| pdp.decide(req))).unwrap_or(Err(PdpError::Panicked));
+    (answer, started.elapsed())
+}
+
+/// Only `Allow` is `Ok`; any other answer or error is a refusal.
+fn settle(answer: Result<Ruling, PdpError>) -> Result<Ruling, Refusal> {
+    match answer {
+        Ok(r) if r.decision == Decision::Allow => Ok(r),
+        Ok(r) => Err(Refusal::Policy(r)),
+        Err(e) => Err(Refusal::Pdp(e)),
+    }
+}
+
+/// Longest wait for a blocking thread to start a PDP call (all of them
+/// busy, e.g. with stalled calls): then the decision is a refusal.
+const PDP_QUEUE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Past `pdp_timeout`, how long to wait for a finished PDP call's answer to
+/// arrive (a busy machine wakes the waiting task late).
+const PDP_WAKE_SLACK: Duration = Duration::from_millis(500);
+
 /// Longest wait for the audit writer before the decision becomes a refusal.
 const AUDIT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -173,20 +197,41 @@ impl ProxyContext {
     /// audit log is failing, nothing is allowed.
     pub fn decide(&self, req: &ConnectionRequest) -> Result<Ruling, Refusal> {
         self.audit_available()?;
-        let started = Instant::now();
-        let answer =
-            std::panic::catch_unwind(AssertUnwindSafe(|| self.pdp.decide(req))).unwrap_or(Err(PdpError::Panicked));
-        if started.elapsed() > self.config.pdp_timeout {
+        let (answer, took) = ask(&*self.pdp, req);
+        if took > self.config.pdp_timeout {
             return Err(Refusal::Pdp(PdpError::Timeout));
         }
-        match answer {
-            Ok(r) if r.decision == Decision::Allow => Ok(r),
-            Ok(r) => Err(Refusal::Policy(r)),
-            Err(e) => Err(Refusal::Pdp(e)),
-        }
+        settle(answer)
     }
 
-    /// [`ProxyContext::decide`], holding an `Escalate` ruling until a
+    /// [`ProxyContext::decide`] on the blocking pool, so that a PDP that
+    /// stalls is a refusal soon after `pdp_timeout` (it keeps its thread,
+    /// not a runtime worker: other connections go on being served) and one
+    /// that panics is a refusal too. The PDP is judged by its own time:
+    /// waiting for a thread and being woken afterwards, slow on a busy
+    /// machine, are not counted against it (but bounded).
+    pub async fn decide_in_time(&self, req: &ConnectionRequest) -> Result<Ruling, Refusal> {
+        self.audit_available()?;
+        let pdp = Arc::clone(&self.pdp);
+        let owned = req.clone();
+        let limit = self.config.pdp_timeout;
+        let (started, on_start) = tokio::sync::oneshot::channel();
+        let call = tokio::task::spawn_blocking(move || {
+            let _ = started.send(());
+            ask(&*pdp, &owned)
+        });
+        if tokio::time::timeout(PDP_QUEUE_LIMIT, on_start).await.is_err() {
+            return Err(Refusal::Pdp(PdpError::Timeout));
+        }
+        let answer = match tokio::time::timeout(limit + PDP_WAKE_SLACK, call).await {
+            Ok(Ok((answer, took))) if took <= limit => answer,
+            Ok(Ok(_)) | Err(_) => Err(PdpError::Timeout),
+            Ok(Err(_)) => Err(PdpError::Panicked),
+        };
+        settle(answer)
+    }
+
+    /// [`ProxyContext::decide_in_time`], holding an `Escalate` ruling until a
     /// person answers through the escalation broker: approved is `Ok` (the
     /// reason says who approved), denied, unanswered in time or without a
     /// broker is a refusal that stays `escalate` in the audit log. A client
@@ -196,7 +241,7 @@ impl ProxyContext {
         req: &ConnectionRequest,
         client: &tokio::net::TcpStream,
     ) -> Result<Ruling, Refusal> {
-        let asked = match self.decide(req) {
+        let asked = match self.decide_in_time(req).await {
             Err(Refusal::Policy(r)) if r.decision == Decision::Escalate => r,
             other => return other,
         };

@@ -12,6 +12,7 @@ mod config;
 mod confine;
 mod docs_cmd;
 mod escalate_cmd;
+mod fault_hook;
 mod ocsf;
 mod presets_cmd;
 mod probe;

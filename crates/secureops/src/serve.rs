@@ -263,7 +263,7 @@ fn shared(
     let control = crate::escalate_cmd::Control::start(loaded, agent_netns)?;
     let ctx = Arc::new(ProxyContext {
         config,
-        pdp: policy(loaded),
+        pdp: crate::fault_hook::wrap(policy(loaded)),
         resolver,
         audit: audit.clone(),
         audit_down: Default::default(),

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Canary, HttpOrigin, Proxy, read_entries, secureops};
+use support::{Canary, HttpOrigin, Proxy, read_entries, read_response, secureops};
 
 /// Allowlist + static names, all on loopback (listed as private destination).
 /// `denied.test` also resolves to loopback: a refusal that leaked would reach
@@ -55,30 +55,7 @@ fn verify(files: &[&Path], extra: &[&str], dir: &Path) -> (i32, String, String) 
 /// Reads one HTTP response (head + `Content-Length` body) from `s`; returns
 /// its status (0 when none came).
 fn read_status(s: &mut TcpStream) -> u16 {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return 0,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    while got.len() < head_end + length {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
-    head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    read_response(s).0
 }
 
 /// Sends `request` on a new connection to the proxy; returns the status.

@@ -9,7 +9,21 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// All clients together get at most this many times one client's rate and
+/// burst: while more clients are busy at once, each one's rate and burst
+/// shrink to its share. Any local process can send from any address of
+/// 127.0.0.0/8, so many addresses must not add up to a flood (and a flood
+/// of audit entries) that one address could not send; a quiet client
+/// keeps getting answers meanwhile.
+const SHARED_BY: f64 = 4.0;
+
+/// A client counts as busy this long after its last message.
+const BUSY_FOR: Duration = Duration::from_secs(1);
+
+/// How often the busy clients are counted again.
+const RECOUNT: Duration = Duration::from_millis(100);
 
 /// Clients tracked at once. Beyond it, idle clients are forgotten; if none
 /// is idle, newcomers share one bucket (keyed by the unspecified address).
@@ -41,6 +55,8 @@ pub(crate) struct Limiter {
     rate: f64,
     burst: f64,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    /// Busy clients when last counted, and when that was.
+    busy: Mutex<(usize, Option<Instant>)>,
 }
 
 impl Limiter {
@@ -51,6 +67,7 @@ impl Limiter {
             rate: f64::from(rate),
             burst: f64::from(burst.max(1)),
             buckets: Mutex::new(HashMap::new()),
+            busy: Mutex::new((0, None)),
         }
     }
 
@@ -61,9 +78,11 @@ impl Limiter {
             return true;
         }
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let share = self.share(&buckets, now);
         let bucket = self.bucket(&mut buckets, ip, now);
         let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.rate).min(self.burst);
+        let burst = (self.burst * share).max(1.0);
+        bucket.tokens = (bucket.tokens + elapsed * self.rate * share).min(burst);
         bucket.last = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
@@ -72,6 +91,20 @@ impl Limiter {
             bucket.refused += 1;
             false
         }
+    }
+
+    /// The part of its rate and burst each client gets now (1 while at
+    /// most [`SHARED_BY`] clients are busy).
+    fn share(&self, buckets: &HashMap<IpAddr, Bucket>, now: Instant) -> f64 {
+        let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        if busy.1.is_none_or(|at| now.saturating_duration_since(at) >= RECOUNT) {
+            let n = buckets
+                .values()
+                .filter(|b| now.saturating_duration_since(b.last) < BUSY_FOR)
+                .count();
+            *busy = (n, Some(now));
+        }
+        (SHARED_BY / busy.0.max(1) as f64).min(1.0)
     }
 
     /// Counts a message from `ip` dropped without an answer.
@@ -123,7 +156,6 @@ impl Limiter {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use super::*;
 
@@ -158,6 +190,34 @@ mod tests {
         assert!(l.admit(flooder, now));
         assert!((0..1000).all(|_| !l.admit(flooder, now)));
         assert!(l.admit(other, now));
+    }
+
+    #[test]
+    fn many_busy_clients_share_what_a_few_would_get() {
+        let l = Limiter::new(100, 100);
+        let t0 = Instant::now();
+        let flooders: Vec<IpAddr> = (0..40u8).map(|n| IpAddr::from([127, 0, 1, n])).collect();
+        // Each new flooder starts with a full burst; once they are all
+        // counted busy, each gets a tenth of the rate and burst.
+        for ip in &flooders {
+            l.admit(*ip, t0);
+        }
+        let t1 = t0 + RECOUNT;
+        let mut admitted = 0;
+        for step in 0..10u32 {
+            let now = t1 + Duration::from_millis(100) * step;
+            for ip in &flooders {
+                admitted += (0..100).filter(|_| l.admit(*ip, now)).count();
+            }
+        }
+        // One second of 40 flooders: about what 4 clients may send (4 x
+        // 100/s) plus their shrunk bursts, far from 40 x 100.
+        assert!(admitted < 1000, "{admitted}");
+        // A quiet client still gets its answers.
+        let quiet: IpAddr = "127.0.0.1".parse().unwrap();
+        let now = t1 + Duration::from_secs(1);
+        assert!(l.admit(quiet, now));
+        assert!(l.admit(quiet, now + Duration::from_millis(200)));
     }
 
     #[test]

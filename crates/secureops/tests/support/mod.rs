@@ -508,6 +508,37 @@ pub fn curl_status(out: &Output) -> (u16, String) {
     (status, body.to_owned())
 }
 
+/// Reads one response head (and its `Content-Length` body); returns the
+/// status (0 when none came) and the body.
+pub fn read_response(s: &mut TcpStream) -> (u16, String) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return (0, String::new()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while got.len() < head_end + length {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = String::from_utf8_lossy(&got[head_end.min(got.len())..]).into_owned();
+    (status, body)
+}
+
 /// Sends raw bytes to the proxy and reads until it closes (or `wait`).
 pub fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
