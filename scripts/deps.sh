@@ -30,6 +30,9 @@ if [ "${1:-run}" = test ]; then
   want useradd passwd
   want ipcmk util-linux
   want node nodejs
+  # `promtool check metrics` on the /metrics scrape (Debian's prometheus,
+  # about 45 s to install; its service is not started in a container).
+  want promtool prometheus
 fi
 if ((${#need[@]})); then
   sudo=""

@@ -143,6 +143,7 @@ mod keys;
 mod log;
 mod pipe;
 mod resume;
+pub mod stats;
 mod storage;
 mod verify;
 mod writer;
@@ -159,6 +160,7 @@ pub use finding::{AuditFinding, Kind, Verdict, Via};
 pub use keys::{generate_key, load_public_key};
 pub use log::{Appended, AuditLog};
 pub use resume::torn_path;
+pub use stats::AuditStats;
 pub use verify::{Fault, VerifyError, VerifyReport, verify, verify_with_anchor};
 
 /// Re-exported so callers can name [`load_public_key`]'s result.

@@ -18,7 +18,7 @@ use crate::peek::PeekedHost;
 use crate::peek::http_head::{Head, split_authority};
 use crate::peek::tls_sni::{SniError, looks_like_tls, parse_sni};
 use crate::refusal::Refusal;
-use crate::relay::{Gate, relay, relay_gated};
+use crate::relay::{Gate, relay_metered};
 use crate::resolve::connect;
 
 const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
@@ -86,11 +86,7 @@ pub(crate) async fn tunnel(
         tracing::warn!(%r, host = %req.host, "tunnel closed: cannot record it");
         return;
     }
-    if !client.buf.is_empty()
-        && write_all(&mut upstream, &client.buf, ctx.config.idle_timeout)
-            .await
-            .is_err()
-    {
+    if !ctx.send_peeked(&client.buf, &mut upstream).await {
         return;
     }
     // Nothing from the client yet (server spoke first, or the peek window
@@ -99,13 +95,20 @@ pub(crate) async fn tunnel(
     let checked = !client.buf.is_empty();
     client.buf = Default::default();
     let idle = ctx.config.idle_timeout;
+    let _open = ctx.count_tunnel();
+    let stats = ctx.stats.as_deref();
     let relayed = if checked {
-        relay(&mut client.stream, &mut upstream, idle).await
-    } else {
-        relay_gated(&mut client.stream, &mut upstream, idle, |first: &[u8]| {
-            sni_gate(first, &req)
-        })
+        relay_metered(
+            &mut client.stream,
+            &mut upstream,
+            idle,
+            None::<fn(&[u8]) -> Gate>,
+            stats,
+        )
         .await
+    } else {
+        let gate = |first: &[u8]| sni_gate(first, &req);
+        relay_metered(&mut client.stream, &mut upstream, idle, Some(gate), stats).await
     };
     match relayed {
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {

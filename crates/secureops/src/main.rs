@@ -8,6 +8,8 @@ mod cli;
 mod config;
 mod confine;
 mod escalate_cmd;
+mod logging;
+mod metrics;
 mod probe;
 mod run;
 mod serve;
@@ -24,15 +26,9 @@ fn main() -> ExitCode {
         // Before anything else: this process must stay single-threaded.
         return confine::child_main(control, cmd);
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    logging::init(&cli.command);
     let result = match cli.command {
-        Command::Proxy { config } => serve::proxy(config.as_deref()),
+        Command::Proxy { config, .. } => serve::proxy(config.as_deref()),
         Command::Run {
             config,
             allow,
@@ -40,6 +36,7 @@ fn main() -> ExitCode {
             weak,
             user,
             cmd,
+            ..
         } => run::run(config.as_deref(), &allow, audit.as_deref(), weak, user.as_deref(), &cmd),
         Command::Check { config, pid, dest } => return check::check(config.as_deref(), pid, &dest),
         Command::Audit { action } => return audit_cmd::audit(action),
