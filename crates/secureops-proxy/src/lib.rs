@@ -15,6 +15,7 @@
 //! | audit | [`context`] | one entry per decision, before any byte is relayed or a refusal sent |
 //! | relay | `tunnel`, `http`, [`relay`] | CONNECT tunnels (with the SNI check) and per-request HTTP forwarding |
 //! | transparent | [`transparent`], [`attribution`] | redirected connections under `secureops run`: original destination, SNI / `Host` peek, process lookup |
+//! | count | [`stats`], [`episode`] | lock-free counters for `/metrics` (only with `[metrics]`); failures logged once per episode |
 //!
 //! Every refusal is a [`Refusal`], which alone decides the status code
 //! (403 policy, 400 malformed, 502/504 upstream, 503 overload) and the

@@ -101,7 +101,8 @@ pub async fn handle_transparent(stream: TcpStream, peer: Option<SocketAddr>, ctx
         Err(r) => return refuse(ctx, client, &peeked, Some(&req), &process, r).await,
     };
     if let Err(r) = ctx.record_allow(&peeked, &req, &ruling).await {
-        tracing::warn!(%r, host = %req.host, "transparent connection reset: cannot record it");
+        // The audit log reports its failure once per episode.
+        tracing::debug!(%r, host = %req.host, "transparent connection reset: cannot record it");
         return reset(client.stream);
     }
     if !ctx.send_peeked(&client.buf, &mut upstream).await {

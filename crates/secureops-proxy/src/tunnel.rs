@@ -83,7 +83,8 @@ pub(crate) async fn tunnel(
         Err(r) => return close_tunnel(ctx, client, &peeked, &req, r).await,
     }
     if let Err(r) = ctx.record_allow(&peeked, &req, &ruling).await {
-        tracing::warn!(%r, host = %req.host, "tunnel closed: cannot record it");
+        // The audit log reports its failure once per episode.
+        tracing::debug!(%r, host = %req.host, "tunnel closed: cannot record it");
         return;
     }
     if !ctx.send_peeked(&client.buf, &mut upstream).await {
@@ -200,7 +201,7 @@ async fn refuse(
 /// Refuses after `200`: audit, then close both sides; the upstream has seen
 /// no byte from the client.
 async fn close_tunnel(ctx: &ProxyContext, client: Conn, peeked: &PeekedHost, req: &ConnectionRequest, r: Refusal) {
-    tracing::info!(reason = %r, "tunnel refused");
+    tracing::debug!(reason = %r, "tunnel refused");
     ctx.record_refusal(Some(peeked), Some(req), &r, None).await;
     // Reset rather than a clean close: the client must not read this as
     // an orderly end of stream.
