@@ -507,3 +507,47 @@ for i in $(seq 300); do [ -e go ] && break; sleep 0.1; done
     // The listener goes with the run.
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+#[test]
+fn a_held_escalation_is_pending_in_the_metrics_until_a_person_denies_it() {
+    let canary = Canary::start();
+    let curl = std::fs::canonicalize("/usr/bin/curl").unwrap();
+    let proxy = Proxy::start(&format!(
+        "[network]\negress_allowlist = []\nprivate_destinations = [\"127.0.0.0/8\"]\n\
+         [dns]\nupstream = []\nhosts = {{ \"asked.test\" = [\"127.0.0.1\"] }}\n\
+         [[context.process]]\nexe = \"{}\"\negress_allowlist = [\"asked.test:*\"]\nescalate = true\n\
+         [escalation]\nescalation_timeout_ms = 20000\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n",
+        curl.display()
+    ));
+    let metrics = proxy.listening("metrics");
+    let url = proxy.url();
+    let target = format!("http://asked.test:{}/", canary.port());
+    let held =
+        std::thread::spawn(move || support::curl_status(&support::curl_command(&url, &[&target]).output().unwrap()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while scrape(metrics).get("secureops_escalations_pending") != 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the held request is not pending in the metrics"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cfg = proxy.dir.join("secureops.toml");
+    let cfg = cfg.to_str().unwrap();
+    let pending = support::secureops(&["pending", "--json", "-c", cfg], std::path::Path::new("/"));
+    let text = String::from_utf8_lossy(&pending.stdout);
+    let id = serde_json::from_str::<serde_json::Value>(text.lines().next().unwrap()).unwrap()["id"].to_string();
+    let denied = support::secureops(&["deny", &id, "-c", cfg], std::path::Path::new("/"));
+    assert!(denied.status.success(), "{}", String::from_utf8_lossy(&denied.stderr));
+    assert_eq!(held.join().unwrap().0, 403);
+    canary.assert_untouched();
+    let s = scrape(metrics);
+    assert_eq!(s.get("secureops_escalations_pending"), 0.0);
+    assert_eq!(s.get("secureops_refusals_total{reason=\"escalation\"}"), 1.0);
+    assert_eq!(
+        s.get("secureops_decisions_total{kind=\"egress\",decision=\"escalate\",via=\"http\"}"),
+        1.0
+    );
+    promtool_accepts(&s.body);
+}
