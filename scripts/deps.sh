@@ -41,6 +41,9 @@ if [ "${1:-run}" = test ]; then
   # scripts/package-test.sh: `systemd-analyze verify` (systemd is not started).
   want systemd-analyze systemd
   want dpkg-deb dpkg
+  # `promtool check metrics` on the /metrics scrape (Debian's prometheus,
+  # about 45 s to install; its service is not started in a container).
+  want promtool prometheus
 fi
 if ((${#need[@]})); then
   sudo=""

@@ -143,6 +143,7 @@ mod keys;
 mod log;
 mod pipe;
 mod resume;
+pub mod stats;
 mod storage;
 mod verify;
 mod writer;
@@ -159,6 +160,7 @@ pub use finding::{AuditFinding, Kind, Verdict, Via};
 pub use keys::{generate_key, load_public_key};
 pub use log::{Appended, AuditLog, AuditObserver};
 pub use resume::torn_path;
+pub use stats::AuditStats;
 pub use storage::rotated_files;
 pub use verify::{Fault, VerifyError, VerifyReport, verify, verify_with_anchor};
 

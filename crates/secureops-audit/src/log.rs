@@ -13,6 +13,7 @@ use crate::finding::AuditFinding;
 use crate::keys::load_or_create_signing_key;
 use crate::pipe;
 use crate::resume;
+use crate::stats::AuditStats;
 use crate::storage::{self, FileStorage, Storage};
 use crate::writer::{self, Inline, Request, Shared, Writer};
 
@@ -76,6 +77,8 @@ pub struct AuditLog {
     inline: Option<Arc<dyn Inline>>,
     shared: Arc<Shared>,
     fingerprint: Arc<str>,
+    /// What the writer counts about itself (metrics).
+    stats: Arc<AuditStats>,
     /// Lets go of the file when the last handle goes.
     _release: Option<Arc<Release>>,
     /// Set for [`AuditLog::null`]: the next `seq`.
@@ -168,6 +171,7 @@ impl AuditLog {
         let (tx, rx) = mpsc::channel(QUEUE);
         let shared = Arc::new(Shared::default());
         let pipe = writer.pipe();
+        let stats = Arc::clone(&pipe.stats);
         let syncer_shared = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("secureops-audit-sync".to_owned())
@@ -199,6 +203,7 @@ impl AuditLog {
             inline: Some(inline),
             shared,
             fingerprint,
+            stats,
             #[cfg(feature = "null-sink")]
             null: None,
         })
@@ -216,6 +221,7 @@ impl AuditLog {
             inline: None,
             shared: Arc::default(),
             fingerprint: Arc::from("null"),
+            stats: Arc::default(),
             _release: None,
             null: Some(Arc::new(std::sync::atomic::AtomicU64::new(1))),
         }
@@ -304,6 +310,12 @@ impl AuditLog {
     /// The signing key's fingerprint (`SHA256:…`).
     pub fn fingerprint(&self) -> String {
         self.fingerprint.to_string()
+    }
+
+    /// What the writer has done so far (entries, group sizes, sync times),
+    /// for metrics; shared with the writer threads, read at any time.
+    pub fn stats(&self) -> Arc<AuditStats> {
+        Arc::clone(&self.stats)
     }
 
     async fn request(&self, make: impl FnOnce(writer::Reply) -> Request) -> Result<u64, AuditError> {

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::anchor::{Anchorer, Point};
 use crate::error::AuditError;
+use crate::stats::AuditStats;
 use crate::storage::SyncFn;
 use crate::writer::{Reply, Shared, Slot};
 
@@ -114,6 +115,8 @@ pub(crate) struct Pipe {
     path: PathBuf,
     /// Told each durable point (see [`crate::anchor`]).
     anchor: Option<Arc<Anchorer>>,
+    /// Group and sync figures for metrics.
+    pub(crate) stats: Arc<AuditStats>,
 }
 
 impl Pipe {
@@ -131,6 +134,7 @@ impl Pipe {
             cond: Condvar::new(),
             path,
             anchor,
+            stats: Arc::default(),
         }
     }
 
@@ -281,7 +285,7 @@ pub(crate) fn sync_loop(pipe: Arc<Pipe>, shared: Arc<Shared>) {
             // All groups of a batch are in the same file (rotation waits for
             // an idle pipe), and one data sync covers them all.
             match batch.iter().rev().find_map(|w| w.sync.clone()) {
-                Some(sync) => sync(),
+                Some(sync) => pipe.stats.timed_sync(|| sync()),
                 None => Ok(()),
             }
         };

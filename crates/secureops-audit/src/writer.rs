@@ -434,6 +434,7 @@ impl<S: Storage> Writer<S> {
                 return Err(e);
             }
             self.storage.commit();
+            self.pipe.stats.group(lines);
             self.start = None;
             self.file_entries += lines;
             return Ok(close.then_some(self.head.next_seq));
@@ -506,10 +507,13 @@ impl<S: Storage> Writer<S> {
             return Ok(());
         }
         let result = match self.fsync {
-            FsyncPolicy::Batch => self
-                .storage
-                .append(&self.buf)
-                .and_then(|()| if sync_now { self.storage.sync() } else { Ok(()) }),
+            FsyncPolicy::Batch => self.storage.append(&self.buf).and_then(|()| {
+                if sync_now {
+                    self.pipe.stats.timed_sync(|| self.storage.sync())
+                } else {
+                    Ok(())
+                }
+            }),
             FsyncPolicy::Always => {
                 let mut from = 0;
                 let mut result = Ok(());
@@ -517,7 +521,7 @@ impl<S: Storage> Writer<S> {
                     result = self
                         .storage
                         .append(&self.buf[from..end])
-                        .and_then(|()| self.storage.sync());
+                        .and_then(|()| self.pipe.stats.timed_sync(|| self.storage.sync()));
                     if result.is_err() {
                         break;
                     }
@@ -558,6 +562,7 @@ impl<S: Storage> Writer<S> {
             return Err(e);
         }
         self.storage.commit();
+        self.pipe.stats.group(self.line_ends.len() as u64);
         // The `stop` is on disk: the next line must be a `start`, in
         // whichever file we end up in.
         self.start = Some(PendingStart {

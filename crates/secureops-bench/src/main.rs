@@ -54,11 +54,13 @@ enum Case {
     Audit,
     /// DNS sinkhole: denied, static and cached names.
     Dns,
+    /// Tunnel setup and DNS rates with `[metrics]` off and on, same run.
+    Metrics,
     /// Proxy memory with many idle tunnels open.
     Idle,
 }
 
-const ALL_CASES: [Case; 9] = [
+const ALL_CASES: [Case; 10] = [
     Case::Tunnel,
     Case::Denied,
     Case::Http,
@@ -67,6 +69,7 @@ const ALL_CASES: [Case; 9] = [
     Case::Flood,
     Case::Audit,
     Case::Dns,
+    Case::Metrics,
     Case::Idle,
 ];
 
@@ -340,6 +343,20 @@ async fn bench(args: Args, s: Settings, bin: PathBuf) -> anyhow::Result<bool> {
         let config = proxy::config(&up, ctx.idle_echo, &spec, max_connections, s.dns_names);
         proxies.push(Secureops::start(null_bin, "secureops-null-audit", work.path(), &config, None).await?);
     }
+    // The same guard with `[metrics]` on, for the metrics case.
+    let metrics_proxy = match cases.contains(&Case::Metrics) {
+        true => {
+            let spec = AuditSpec {
+                dir: work.path().join("audit-metrics"),
+                fsync: "batch",
+            };
+            std::fs::create_dir_all(&spec.dir)?;
+            let mut config = proxy::config(&up, ctx.idle_echo, &spec, max_connections, s.dns_names);
+            config.push_str("\n[metrics]\nlisten = \"127.0.0.1:0\"\n");
+            Some(Secureops::start(&bin, "secureops-metrics", work.path(), &config, Some(spec.log())).await?)
+        }
+        false => None,
+    };
     let direct = Arc::new(Target {
         name: "direct".into(),
         proxy: None,
@@ -406,6 +423,7 @@ async fn bench(args: Args, s: Settings, bin: PathBuf) -> anyhow::Result<bool> {
     let started = std::time::Instant::now();
     let mut everyone = targets.clone();
     everyone.extend(audit_targets.iter().skip(2).cloned());
+    everyone.extend(metrics_proxy.iter().map(so_target));
     cases::warm_up(&ctx, &everyone, &s).await;
     for case in cases {
         match case {
@@ -472,6 +490,21 @@ async fn bench(args: Args, s: Settings, bin: PathBuf) -> anyhow::Result<bool> {
                     emit(rows, "direct", &mut sink)?;
                 }
             }
+            Case::Metrics => {
+                if let Some(on) = &metrics_proxy {
+                    let off = DnsTarget {
+                        target: so_target(&proxies[0]),
+                        addr: proxies[0].dns,
+                    };
+                    let on_dns = DnsTarget {
+                        target: so_target(on),
+                        addr: on.dns,
+                    };
+                    for rows in metrics_case(&ctx, &s, on, off, on_dns).await {
+                        emit(rows, "secureops", &mut sink)?;
+                    }
+                }
+            }
             Case::Idle => emit(cases::idle(&ctx, &targets, &s).await, "secureops", &mut sink)?,
         }
     }
@@ -480,7 +513,7 @@ async fn bench(args: Args, s: Settings, bin: PathBuf) -> anyhow::Result<bool> {
     // Stop the proxies: clean exit, then a verified audit log.
     let mut stop_failures = Vec::new();
     let mut verdicts = Vec::new();
-    for p in proxies {
+    for p in proxies.into_iter().chain(metrics_proxy) {
         let name = p.name.clone();
         let verify = (!args.smoke).then_some(Duration::from_secs(120));
         match p.stop(verify).await {
@@ -532,6 +565,71 @@ async fn bench(args: Args, s: Settings, bin: PathBuf) -> anyhow::Result<bool> {
         Sink::File(_) => print!("{text}"),
     }
     Ok(strict_failures.is_empty() && stop_failures.is_empty())
+}
+
+/// The metrics case: tunnel setup and the DNS cases against the guard
+/// without and with `[metrics]`, twice in opposite orders (off/on, then
+/// on/off) so neither always runs on a warmer machine. Every row's ratio is
+/// to the metrics-off row of the same round (`rate_vs_metrics_off`). The
+/// metrics guard's counters must have moved (else the case fails).
+async fn metrics_case(
+    ctx: &Arc<Ctx>,
+    s: &Settings,
+    on: &Secureops,
+    off: DnsTarget,
+    on_dns: DnsTarget,
+) -> Vec<Vec<Row>> {
+    let mut out = Vec::new();
+    for round in 0..2 {
+        let mut pair = vec![off.clone(), on_dns.clone()];
+        if round == 1 {
+            pair.reverse();
+        }
+        let tunnels: Vec<Arc<Target>> = pair.iter().map(|d| Arc::clone(&d.target)).collect();
+        let mut groups = vec![cases::tunnel_setup("metrics_tunnel_setup", ctx, &tunnels, s).await];
+        groups.extend(cases::dns_cases(&pair, s).await);
+        for mut rows in groups {
+            for r in &mut rows {
+                r.case = match r.case {
+                    "dns_denied" => "metrics_dns_denied",
+                    "dns_static" => "metrics_dns_static",
+                    "dns_cached" => "metrics_dns_cached",
+                    other => other,
+                };
+                r.extra.insert("metrics".into(), serde_json::json!(r.target == on.name));
+                r.extra.insert("round".into(), serde_json::json!(round + 1));
+            }
+            let base = rows.iter().find(|r| r.target == "secureops").and_then(|r| r.rate);
+            for r in &mut rows {
+                if let (Some((_, b)), Some((_, x))) = (base, r.rate)
+                    && r.target == on.name
+                    && b > 0.0
+                {
+                    let ratio = (x / b * 1000.0).round() / 1000.0;
+                    r.extra.insert("rate_vs_metrics_off".into(), serde_json::json!(ratio));
+                }
+            }
+            out.push(rows);
+        }
+    }
+    // The guard with metrics must have counted what it served.
+    let counted = (
+        on.scrape_sum("secureops_decisions_total").await,
+        on.scrape_sum("secureops_dns_queries_total").await,
+    );
+    let failure = match counted {
+        (Ok(d), Ok(q)) if d > 0.0 && q > 0.0 => None,
+        (Ok(d), Ok(q)) => Some(format!("metrics did not count: {d} decisions, {q} DNS queries")),
+        (Err(e), _) | (_, Err(e)) => Some(format!("cannot scrape /metrics: {e:#}")),
+    };
+    if let Some(f) = failure
+        && let Some(r) = out
+            .last_mut()
+            .and_then(|rows| rows.iter_mut().find(|r| r.target == on.name))
+    {
+        r.check.push(f);
+    }
+    out
 }
 
 #[cfg(test)]

@@ -159,6 +159,8 @@ pub struct Secureops {
     pub addr: SocketAddr,
     /// The DNS sinkhole.
     pub dns: SocketAddr,
+    /// `/metrics`, when its config has `[metrics]`.
+    pub metrics: Option<SocketAddr>,
     /// Its process.
     pub pid: u32,
     /// The audit log (`None`: the null sink of a benchmark build).
@@ -208,14 +210,16 @@ impl Secureops {
         let pid = child.id().context("no pid")?;
         let stdout = child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let (mut addr, mut dns) = (None, None);
+        let (mut addr, mut dns, mut metrics) = (None, None, None);
+        let want_metrics = config.contains("\n[metrics]");
         let started = tokio::time::timeout(START_TIMEOUT, async {
-            while addr.is_none() || dns.is_none() {
+            while addr.is_none() || dns.is_none() || (want_metrics && metrics.is_none()) {
                 let Some(line) = lines.next_line().await? else {
                     bail!("exited before listening");
                 };
                 addr = addr.or(listening(&line, "proxy="));
                 dns = dns.or(listening(&line, "dns="));
+                metrics = metrics.or(listening(&line, "metrics="));
             }
             Ok(())
         })
@@ -235,12 +239,32 @@ impl Secureops {
             name: name.to_owned(),
             addr: addr.context("no proxy address")?,
             dns: dns.context("no dns address")?,
+            metrics,
             pid,
             audit,
             child,
             bin: bin.to_owned(),
             state: work.join("state"),
         })
+    }
+
+    /// The sum of every sample of `metric` in one scrape of `/metrics`
+    /// (a plain HTTP/1.1 GET; the guard closes after answering).
+    pub async fn scrape_sum(&self, metric: &str) -> anyhow::Result<f64> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics.context("no [metrics] listener")?;
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut text = String::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut text))
+            .await
+            .context("scrape timed out")??;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum())
     }
 
     /// SIGTERM, then waits for the clean exit (drain + closing entry);

@@ -276,6 +276,10 @@ pub fn table(rows: &[Row]) -> String {
             Some(x) if r.target != "secureops-null-audit" => format!("{rate} ({x:.2}× null audit)"),
             _ => rate,
         };
+        let rate = match r.extra.get("rate_vs_metrics_off").and_then(serde_json::Value::as_f64) {
+            Some(x) => format!("{rate} ({x:.3}× metrics off)"),
+            None => rate,
+        };
         let lat = |f: fn(&Latency) -> u32| r.lat.map_or_else(String::new, |l| f(&l).to_string());
         let check = if r.check.is_empty() {
             "ok".to_owned()

@@ -29,7 +29,7 @@ fn secureops_bin() -> Result<PathBuf, String> {
     }
 }
 
-const CASES: [&str; 17] = [
+const CASES: [&str; 21] = [
     "tunnel_setup",
     "denied_connect",
     "http_get",
@@ -48,6 +48,11 @@ const CASES: [&str; 17] = [
     // The audit case's other two secureops instances.
     "audit_tunnel_setup/secureops-fsync-always",
     "audit_tunnel_setup/secureops-tmpfs",
+    // The metrics case: the guard without and with `[metrics]`.
+    "metrics_tunnel_setup/secureops",
+    "metrics_tunnel_setup/secureops-metrics",
+    "metrics_dns_static/secureops",
+    "metrics_dns_static/secureops-metrics",
 ];
 
 #[test]
@@ -89,8 +94,14 @@ fn smoke_run_checks_every_exchange() {
             assert_eq!(lost, 0, "{what}");
         }
         assert!(
-            ["direct", "secureops", "secureops-fsync-always", "secureops-tmpfs"]
-                .contains(&row["target"].as_str().unwrap()),
+            [
+                "direct",
+                "secureops",
+                "secureops-fsync-always",
+                "secureops-tmpfs",
+                "secureops-metrics"
+            ]
+            .contains(&row["target"].as_str().unwrap()),
             "{what}"
         );
     }

@@ -17,6 +17,7 @@ use crate::pace::RefusalPacer;
 use crate::peek::PeekedHost;
 use crate::refusal::{Refusal, one_line};
 use crate::resolve::Resolver;
+use crate::stats::{ProxyStats, RefusalClass};
 
 /// Limits and timeouts of the explicit listener (`[proxy]`).
 #[derive(Debug, Clone)]
@@ -76,6 +77,9 @@ pub struct ProxyContext {
     pub escalation: Option<Arc<Escalations>>,
     /// Holds refusals back under a flood of them (see [`crate::pace`]).
     pub pacer: RefusalPacer,
+    /// Counters for metrics (`None`: the guard runs without `[metrics]`,
+    /// and nothing is counted).
+    pub stats: Option<Arc<ProxyStats>>,
 }
 
 impl std::fmt::Debug for ProxyContext {
@@ -198,6 +202,9 @@ impl ProxyContext {
     pub fn decide(&self, req: &ConnectionRequest) -> Result<Ruling, Refusal> {
         self.audit_available()?;
         let (answer, took) = ask(&*self.pdp, req);
+        if let Some(stats) = &self.stats {
+            stats.pdp(took);
+        }
         if took > self.config.pdp_timeout {
             return Err(Refusal::Pdp(PdpError::Timeout));
         }
@@ -216,9 +223,15 @@ impl ProxyContext {
         let owned = req.clone();
         let limit = self.config.pdp_timeout;
         let (started, on_start) = tokio::sync::oneshot::channel();
+        let stats = self.stats.clone();
         let call = tokio::task::spawn_blocking(move || {
             let _ = started.send(());
-            ask(&*pdp, &owned)
+            let (answer, took) = ask(&*pdp, &owned);
+            // Counted when the call ends, also a stalled one's, late.
+            if let Some(stats) = &stats {
+                stats.pdp(took);
+            }
+            (answer, took)
         });
         if tokio::time::timeout(PDP_QUEUE_LIMIT, on_start).await.is_err() {
             return Err(Refusal::Pdp(PdpError::Timeout));
@@ -280,6 +293,9 @@ impl ProxyContext {
     /// Appends one entry; a failure (or a writer that does not answer in
     /// time) is `AuditUnavailable`, which callers turn into a refusal.
     pub async fn record(&self, finding: AuditFinding) -> Result<(), Refusal> {
+        if let Some(stats) = &self.stats {
+            stats.decision(&finding);
+        }
         let ok = match tokio::time::timeout(AUDIT_TIMEOUT, self.audit.append(finding)).await {
             Ok(Ok(_)) => true,
             Ok(Err(e)) => {
@@ -317,6 +333,7 @@ impl ProxyContext {
             None => AuditFinding::new(Kind::Egress, refusal.verdict(), one_line(&reason)),
         };
         f.status = status;
+        self.count_refusal(refusal.class());
         // A refusal is sent whether or not it could be recorded: the
         // failure is already logged by the writer, once per episode.
         let _ = self.record(f).await;
@@ -331,7 +348,43 @@ impl ProxyContext {
         ruling: &Ruling,
     ) -> Result<(), Refusal> {
         self.pacer.note_allowed();
-        self.record(egress_finding(peeked, Some(req), Verdict::Allow, &ruling.reason))
+        let recorded = self
+            .record(egress_finding(peeked, Some(req), Verdict::Allow, &ruling.reason))
+            .await;
+        if recorded.is_err() {
+            self.count_refusal(RefusalClass::AuditUnavailable);
+        }
+        recorded
+    }
+
+    /// Sends the client bytes already read while peeking to the upstream
+    /// (they count as relayed); `false` when that write fails.
+    pub(crate) async fn send_peeked(&self, peeked: &[u8], upstream: &mut tokio::net::TcpStream) -> bool {
+        if peeked.is_empty() {
+            return true;
+        }
+        if crate::conn::write_all(upstream, peeked, self.config.idle_timeout)
             .await
+            .is_err()
+        {
+            return false;
+        }
+        if let Some(stats) = &self.stats {
+            stats.relayed(crate::stats::Direction::Up, peeked.len() as u64);
+        }
+        true
+    }
+
+    /// Counts one refusal (with `[metrics]`).
+    pub fn count_refusal(&self, class: RefusalClass) {
+        if let Some(stats) = &self.stats {
+            stats.refusal(class);
+        }
+    }
+
+    /// Counts a tunnel as open while the returned guard lives (with
+    /// `[metrics]`).
+    pub fn count_tunnel(&self) -> Option<crate::stats::TunnelGuard<'_>> {
+        self.stats.as_deref().map(ProxyStats::tunnel)
     }
 }

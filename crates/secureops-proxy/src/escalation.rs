@@ -263,6 +263,11 @@ impl Escalations {
         }
     }
 
+    /// How many requests are held now.
+    pub fn pending_count(&self) -> usize {
+        self.lock().held.len()
+    }
+
     /// The held requests, oldest first.
     pub fn pending(&self) -> Vec<PendingRequest> {
         let s = self.lock();

@@ -15,6 +15,7 @@
 //! | audit | [`context`] | one entry per decision, before any byte is relayed or a refusal sent |
 //! | relay | `tunnel`, `http`, [`relay`] | CONNECT tunnels (with the SNI check) and per-request HTTP forwarding |
 //! | transparent | [`transparent`], [`attribution`] | redirected connections under `secureops run`: original destination, SNI / `Host` peek, process lookup |
+//! | count | [`stats`], [`episode`] | lock-free counters for `/metrics` (only with `[metrics]`); failures logged once per episode |
 //!
 //! Every refusal is a [`Refusal`], which alone decides the status code
 //! (403 policy, 400 malformed, 502/504 upstream, 503 overload) and the
@@ -45,6 +46,7 @@ pub mod context_pdp;
 pub mod credwatch;
 pub mod decision;
 pub mod dns;
+pub mod episode;
 pub mod escalation;
 mod http;
 pub mod local_hop;
@@ -56,6 +58,7 @@ pub mod relay;
 pub mod resolve;
 pub mod server;
 pub mod sockdiag;
+pub mod stats;
 pub mod transparent;
 mod tunnel;
 
@@ -70,4 +73,5 @@ pub use peek::PeekedHost;
 pub use refusal::Refusal;
 pub use resolve::{Resolver, ResolverError};
 pub use server::{EgressProxy, handle_connection};
+pub use stats::ProxyStats;
 pub use transparent::handle_transparent;

@@ -7,6 +7,7 @@ use secureops_audit::Verdict;
 use secureops_policy::{HostError, UnsafeDestination};
 
 use crate::decision::{Decision, PdpError, Ruling};
+use crate::stats::RefusalClass;
 
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,6 +83,27 @@ impl Refusal {
             Refusal::Unresolvable(_) | Refusal::Unreachable(_) | Refusal::BadGateway(_) => 502,
             Refusal::ConnectTimeout(_) => 504,
             Refusal::Overloaded(_) | Refusal::AuditUnavailable => 503,
+        }
+    }
+
+    /// The metrics class of this refusal (a fixed set: never the host).
+    pub fn class(&self) -> RefusalClass {
+        match self {
+            Refusal::Policy(r) if r.decision == Decision::Escalate => RefusalClass::Escalation,
+            Refusal::Policy(_) => RefusalClass::Policy,
+            Refusal::InvalidHost { .. } => RefusalClass::InvalidHost,
+            Refusal::Pdp(_) => RefusalClass::PdpError,
+            Refusal::Unsafe(_) => RefusalClass::UnsafeDestination,
+            Refusal::Malformed(_) => RefusalClass::Malformed,
+            Refusal::HeaderTimeout(_) => RefusalClass::HeaderTimeout,
+            Refusal::Unresolvable(_) => RefusalClass::Unresolvable,
+            Refusal::Unreachable(_) => RefusalClass::Unreachable,
+            Refusal::ConnectTimeout(_) => RefusalClass::ConnectTimeout,
+            Refusal::BadGateway(_) => RefusalClass::BadGateway,
+            Refusal::Overloaded(_) => RefusalClass::Overloaded,
+            Refusal::AuditUnavailable => RefusalClass::AuditUnavailable,
+            Refusal::SniMismatch { .. } => RefusalClass::SniMismatch,
+            Refusal::UnreadableHandshake(_) => RefusalClass::UnreadableHandshake,
         }
     }
 

@@ -18,6 +18,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use crate::stats::{Direction, ProxyStats};
+
 const BUF: usize = 16 * 1024;
 
 /// Bytes moved by a finished relay.
@@ -46,7 +48,7 @@ const GATE_LIMIT: usize = 16 * 1024;
 /// Relays between `client` and `upstream` until both directions finish,
 /// one fails, or the tunnel is idle for `idle`.
 pub async fn relay(client: &mut TcpStream, upstream: &mut TcpStream, idle: Duration) -> io::Result<Relayed> {
-    relay_with(client, upstream, idle, None::<fn(&[u8]) -> Gate>).await
+    relay_metered(client, upstream, idle, None::<fn(&[u8]) -> Gate>, None).await
 }
 
 /// Like [`relay`], but the client's first bytes are held back until `gate`
@@ -58,14 +60,17 @@ pub async fn relay_gated(
     idle: Duration,
     gate: impl FnMut(&[u8]) -> Gate,
 ) -> io::Result<Relayed> {
-    relay_with(client, upstream, idle, Some(gate)).await
+    relay_metered(client, upstream, idle, Some(gate), None).await
 }
 
-async fn relay_with(
+/// [`relay`] (or [`relay_gated`] with a `gate`), adding the bytes to
+/// `stats` as they move, so a long tunnel shows up while it runs.
+pub async fn relay_metered(
     client: &mut TcpStream,
     upstream: &mut TcpStream,
     idle: Duration,
     gate: Option<impl FnMut(&[u8]) -> Gate>,
+    stats: Option<&ProxyStats>,
 ) -> io::Result<Relayed> {
     let clock = Clock {
         start: Instant::now(),
@@ -76,10 +81,43 @@ async fn relay_with(
     // share each stream without splitting it.
     let (client, upstream) = (&*client, &*upstream);
     let (sent, received) = tokio::try_join!(
-        pump(client, upstream, &clock, gate),
-        pump(upstream, client, &clock, None::<fn(&[u8]) -> Gate>)
+        pump(client, upstream, &clock, gate, Meter::new(stats, Direction::Up)),
+        pump(
+            upstream,
+            client,
+            &clock,
+            None::<fn(&[u8]) -> Gate>,
+            Meter::new(stats, Direction::Down)
+        )
     )?;
     Ok(Relayed { sent, received })
+}
+
+/// Adds one direction's bytes to the metrics, one add per burst.
+struct Meter<'a> {
+    stats: Option<&'a ProxyStats>,
+    direction: Direction,
+    counted: u64,
+}
+
+impl<'a> Meter<'a> {
+    fn new(stats: Option<&'a ProxyStats>, direction: Direction) -> Self {
+        Meter {
+            stats,
+            direction,
+            counted: 0,
+        }
+    }
+
+    /// `total` bytes have moved so far.
+    fn update(&mut self, total: u64) {
+        if let Some(stats) = self.stats
+            && total > self.counted
+        {
+            stats.relayed(self.direction, total - self.counted);
+            self.counted = total;
+        }
+    }
 }
 
 /// When the tunnel last moved a byte, shared by both directions.
@@ -127,6 +165,7 @@ async fn pump(
     dst: &TcpStream,
     clock: &Clock,
     gate: Option<impl FnMut(&[u8]) -> Gate>,
+    mut meter: Meter<'_>,
 ) -> io::Result<u64> {
     let sleep = tokio::time::sleep_until(clock.deadline());
     tokio::pin!(sleep);
@@ -140,14 +179,29 @@ async fn pump(
             }
         }
     }
+    let result = pump_rest(src, dst, clock, &mut sleep, &mut total, &mut meter).await;
+    meter.update(total);
+    result.map(|()| total)
+}
+
+/// The rest of [`pump`]: everything after the gate.
+async fn pump_rest(
+    src: &TcpStream,
+    dst: &TcpStream,
+    clock: &Clock,
+    sleep: &mut Pin<&mut Sleep>,
+    total: &mut u64,
+    meter: &mut Meter<'_>,
+) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     let mut splicing = true;
     // The buffered path's buffer, allocated only when that path runs.
     let mut buf = Vec::new();
     loop {
+        meter.update(*total);
         #[cfg(target_os = "linux")]
         if splicing {
-            match splice::burst(src, dst, clock, &mut sleep, &mut total).await? {
+            match splice::burst(src, dst, clock, sleep, total).await? {
                 splice::Burst::Drained => continue,
                 splice::Burst::Eof => break,
                 splice::Burst::Unsupported => splicing = false,
@@ -158,12 +212,12 @@ async fn pump(
         if buf.is_empty() {
             buf = vec![0u8; BUF];
         }
-        let n = read_some(src, &mut buf, clock, &mut sleep).await?;
+        let n = read_some(src, &mut buf, clock, sleep).await?;
         if n == 0 {
             break;
         }
-        write_all(dst, &buf[..n], clock, &mut sleep).await?;
-        total += n as u64;
+        write_all(dst, &buf[..n], clock, sleep).await?;
+        *total += n as u64;
         #[cfg(target_os = "linux")]
         if splicing {
             buf = Vec::new();
@@ -171,7 +225,7 @@ async fn pump(
     }
     // Carry the half-close and let the other direction finish.
     shut_write(dst);
-    Ok(total)
+    Ok(())
 }
 
 /// Holds the client's first bytes until `check` decides, then writes them

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
@@ -14,6 +15,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use secureops_policy::{Host, PrivateDestinations, vet};
 use tokio::net::TcpStream;
 
+use crate::episode::Episode;
 use crate::refusal::Refusal;
 
 /// Resolves and vets destinations.
@@ -24,6 +26,8 @@ pub struct Resolver {
     private: PrivateDestinations,
     /// Overall deadline of one lookup (all servers, all attempts).
     timeout: Duration,
+    /// Upstreams that time out are logged once per episode.
+    failing: Arc<Episode>,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -82,6 +86,7 @@ impl Resolver {
             dns,
             private,
             timeout,
+            failing: Arc::default(),
         })
     }
 
@@ -127,10 +132,18 @@ impl Resolver {
             )));
         };
         // Trailing dot: the name is absolute, never subject to search lists.
-        let answer = tokio::time::timeout(self.timeout, dns.lookup_ip(format!("{name}.")))
-            .await
-            .map_err(|_| Refusal::Unresolvable(format!("{name}: lookup timed out")))?
-            .map_err(|e| Refusal::Unresolvable(format!("{name}: {e}")))?;
+        let Ok(answer) = tokio::time::timeout(self.timeout, dns.lookup_ip(format!("{name}."))).await else {
+            self.failing.failed(|| {
+                tracing::warn!(
+                    timeout_ms = self.timeout.as_millis() as u64,
+                    "the proxy's resolver: upstream lookups time out; allowed names cannot be reached"
+                );
+            });
+            return Err(Refusal::Unresolvable(format!("{name}: lookup timed out")));
+        };
+        self.failing
+            .worked(|| tracing::info!("the proxy's resolver: upstream lookups answer again"));
+        let answer = answer.map_err(|e| Refusal::Unresolvable(format!("{name}: {e}")))?;
         Ok(answer.iter().collect())
     }
 }

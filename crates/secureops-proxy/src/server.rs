@@ -17,6 +17,7 @@ use crate::http::{self, Mode, Next};
 use crate::local_hop;
 use crate::peek::http_head::{HeadError, parse_request};
 use crate::refusal::Refusal;
+use crate::stats::RefusalClass;
 use crate::transparent::handle_transparent;
 use crate::tunnel::tunnel;
 
@@ -107,6 +108,7 @@ impl EgressProxy {
                 // Redirected clients get a reset (no entry: the flood
                 // itself is the signal; `max_connections` bounds the work).
                 Err(_) if self.transparent => {
+                    self.ctx.count_refusal(RefusalClass::Overloaded);
                     let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
                 }
                 Err(_) => match Arc::clone(&refusals).try_acquire_owned() {
@@ -116,7 +118,10 @@ impl EgressProxy {
                             drop(permit);
                         });
                     }
-                    Err(_) => drop(stream),
+                    Err(_) => {
+                        self.ctx.count_refusal(RefusalClass::Overloaded);
+                        drop(stream);
+                    }
                 },
             }
         }

@@ -14,14 +14,14 @@ use secureops_audit::Via;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::conn::{Conn, write_all};
+use crate::conn::Conn;
 use crate::context::ProxyContext;
 use crate::decision::ConnectionRequest;
 use crate::peek::PeekedHost;
 
 use crate::peek::tls_sni::{SniError, looks_like_tls, parse_sni};
 use crate::refusal::Refusal;
-use crate::relay::relay;
+use crate::relay::relay_metered;
 use crate::resolve::connect;
 
 /// The destination the client asked for before the redirect.
@@ -50,6 +50,7 @@ pub async fn handle_transparent(stream: TcpStream, peer: Option<SocketAddr>, ctx
             let r = Refusal::Malformed(format!("no original destination: {e}"));
             let mut f = secureops_audit::AuditFinding::new(secureops_audit::Kind::Egress, r.verdict(), r.to_string());
             f.via = Some(Via::Ip);
+            ctx.count_refusal(r.class());
             let _ = ctx.record(f).await;
             return reset(stream);
         }
@@ -100,18 +101,24 @@ pub async fn handle_transparent(stream: TcpStream, peer: Option<SocketAddr>, ctx
         Err(r) => return refuse(ctx, client, &peeked, Some(&req), &process, r).await,
     };
     if let Err(r) = ctx.record_allow(&peeked, &req, &ruling).await {
-        tracing::warn!(%r, host = %req.host, "transparent connection reset: cannot record it");
+        // The audit log reports its failure once per episode.
+        tracing::debug!(%r, host = %req.host, "transparent connection reset: cannot record it");
         return reset(client.stream);
     }
-    if !client.buf.is_empty()
-        && write_all(&mut upstream, &client.buf, ctx.config.idle_timeout)
-            .await
-            .is_err()
-    {
+    if !ctx.send_peeked(&client.buf, &mut upstream).await {
         return;
     }
     client.buf = Default::default();
-    if let Err(e) = relay(&mut client.stream, &mut upstream, ctx.config.idle_timeout).await {
+    let _open = ctx.count_tunnel();
+    let relayed = relay_metered(
+        &mut client.stream,
+        &mut upstream,
+        ctx.config.idle_timeout,
+        None::<fn(&[u8]) -> crate::relay::Gate>,
+        ctx.stats.as_deref(),
+    )
+    .await;
+    if let Err(e) = relayed {
         tracing::debug!(error = %e, host = %req.host, "transparent connection ended");
     }
 }

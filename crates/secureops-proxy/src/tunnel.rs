@@ -18,7 +18,7 @@ use crate::peek::PeekedHost;
 use crate::peek::http_head::{Head, split_authority};
 use crate::peek::tls_sni::{SniError, looks_like_tls, parse_sni};
 use crate::refusal::Refusal;
-use crate::relay::{Gate, relay, relay_gated};
+use crate::relay::{Gate, relay_metered};
 use crate::resolve::connect;
 
 const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
@@ -83,14 +83,11 @@ pub(crate) async fn tunnel(
         Err(r) => return close_tunnel(ctx, client, &peeked, &req, r).await,
     }
     if let Err(r) = ctx.record_allow(&peeked, &req, &ruling).await {
-        tracing::warn!(%r, host = %req.host, "tunnel closed: cannot record it");
+        // The audit log reports its failure once per episode.
+        tracing::debug!(%r, host = %req.host, "tunnel closed: cannot record it");
         return;
     }
-    if !client.buf.is_empty()
-        && write_all(&mut upstream, &client.buf, ctx.config.idle_timeout)
-            .await
-            .is_err()
-    {
+    if !ctx.send_peeked(&client.buf, &mut upstream).await {
         return;
     }
     // Nothing from the client yet (server spoke first, or the peek window
@@ -99,13 +96,20 @@ pub(crate) async fn tunnel(
     let checked = !client.buf.is_empty();
     client.buf = Default::default();
     let idle = ctx.config.idle_timeout;
+    let _open = ctx.count_tunnel();
+    let stats = ctx.stats.as_deref();
     let relayed = if checked {
-        relay(&mut client.stream, &mut upstream, idle).await
-    } else {
-        relay_gated(&mut client.stream, &mut upstream, idle, |first: &[u8]| {
-            sni_gate(first, &req)
-        })
+        relay_metered(
+            &mut client.stream,
+            &mut upstream,
+            idle,
+            None::<fn(&[u8]) -> Gate>,
+            stats,
+        )
         .await
+    } else {
+        let gate = |first: &[u8]| sni_gate(first, &req);
+        relay_metered(&mut client.stream, &mut upstream, idle, Some(gate), stats).await
     };
     match relayed {
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
@@ -197,7 +201,7 @@ async fn refuse(
 /// Refuses after `200`: audit, then close both sides; the upstream has seen
 /// no byte from the client.
 async fn close_tunnel(ctx: &ProxyContext, client: Conn, peeked: &PeekedHost, req: &ConnectionRequest, r: Refusal) {
-    tracing::info!(reason = %r, "tunnel refused");
+    tracing::debug!(reason = %r, "tunnel refused");
     ctx.record_refusal(Some(peeked), Some(req), &r, None).await;
     // Reset rather than a clean close: the client must not read this as
     // an orderly end of stream.

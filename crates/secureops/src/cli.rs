@@ -24,6 +24,10 @@ pub enum Command {
         /// Config file (TOML). Without it: built-in default, which denies everything.
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Operational logs on stderr: `text` (human-readable) or `json`
+        /// (one object a line). Level: SECUREOPS_LOG or RUST_LOG (default info).
+        #[arg(long, value_enum, default_value_t, value_name = "FORMAT")]
+        log_format: crate::logging::LogFormat,
     },
     /// Run CMD behind the guard and exit with its status.
     Run {
@@ -53,6 +57,10 @@ pub enum Command {
         /// No summary of refused (and learned) destinations when CMD ends.
         #[arg(long, short = 'q')]
         quiet: bool,
+        /// The guard's operational logs on stderr: `text` or `json` (one
+        /// object a line). Level: SECUREOPS_LOG or RUST_LOG (default warn).
+        #[arg(long, value_enum, default_value_t, value_name = "FORMAT")]
+        log_format: crate::logging::LogFormat,
         /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<String>,

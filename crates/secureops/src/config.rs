@@ -55,6 +55,8 @@ pub struct Config {
     pub escalation: EscalationSection,
     /// `[run]`: host sockets and paths under `secureops run`
     pub run: RunSection,
+    /// `[metrics]`: the Prometheus endpoint (off when absent)
+    pub metrics: Option<crate::metrics::MetricsSection>,
 }
 
 /// `[proxy]`

@@ -13,6 +13,8 @@ mod confine;
 mod docs_cmd;
 mod escalate_cmd;
 mod fault_hook;
+mod logging;
+mod metrics;
 mod ocsf;
 mod presets_cmd;
 mod probe;
@@ -33,15 +35,9 @@ fn main() -> ExitCode {
         // Before anything else: this process must stay single-threaded.
         return confine::child_main(control, cmd);
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    logging::init(&cli.command);
     let result = match cli.command {
-        Command::Proxy { config } => serve::proxy(config.as_deref()),
+        Command::Proxy { config, .. } => serve::proxy(config.as_deref()),
         Command::Run {
             config,
             allow,
@@ -51,6 +47,7 @@ fn main() -> ExitCode {
             learn,
             quiet,
             cmd,
+            ..
         } => run::run(
             config.as_deref(),
             &allow,

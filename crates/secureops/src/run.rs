@@ -25,6 +25,11 @@ pub fn run(
     options: crate::authoring::Options,
 ) -> anyhow::Result<ExitCode> {
     let mut loaded = load(config)?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config.map_or_else(|| "<built-in default>".into(), |p| p.display().to_string()),
+        "secureops run starting"
+    );
     for rule in allow {
         crate::config::add_flag(&mut loaded.allowlist, "--allow", rule).map_err(anyhow::Error::msg)?;
     }
@@ -118,6 +123,11 @@ fn run_confined(
         let mut quit = signal(SignalKind::quit())?;
         let guard = Guard::start_confined(loaded, audit, listeners, ProcNet::new(pid)).await?;
         confined.go(plan).context("cannot start the command")?;
+        tracing::info!(
+            tier = secureops_proxy::EnforcementTier::KernelEnforced.as_str(),
+            pid,
+            "command started, confined"
+        );
         let mut child = confined.child;
         let init = confined.init;
         let mut wait = tokio::task::spawn_blocking(move || child.wait());
@@ -130,6 +140,7 @@ fn run_confined(
                 _ = quit.recv() => forward(init, rustix::process::Signal::QUIT),
             }
         };
+        tracing::info!(%status, "command exited; stopping the guard");
         guard.stop().await?;
         Ok(exit_code(status))
     })
@@ -192,6 +203,12 @@ fn run_weak(loaded: &crate::config::Loaded, audit: Option<&Path>, cmd: &[String]
         // Only now: the command keeps the open-file limit it was given.
         crate::serve::raise_fd_limit(loaded.proxy_config().max_connections);
         let pid = child.id().unwrap_or(0);
+        tracing::info!(
+            tier = secureops_proxy::EnforcementTier::ProxyOnly.as_str(),
+            pid,
+            proxy = %guard.addr,
+            "command started with proxy variables only (--weak)"
+        );
         let status = loop {
             tokio::select! {
                 status = child.wait() => break status?,
@@ -199,6 +216,7 @@ fn run_weak(loaded: &crate::config::Loaded, audit: Option<&Path>, cmd: &[String]
                 _ = int.recv() => forward_raw(pid, rustix::process::Signal::INT),
             }
         };
+        tracing::info!(%status, "command exited; stopping the guard");
         guard.stop().await?;
         Ok(exit_code(status))
     })

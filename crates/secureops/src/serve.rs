@@ -39,6 +39,8 @@ pub(crate) struct Guard {
     /// The escalation broker and its control socket, when the policy can
     /// escalate.
     control: Option<crate::escalate_cmd::Control>,
+    /// The `/metrics` listener, with `[metrics]`.
+    pub(crate) metrics: Option<crate::metrics::Server>,
 }
 
 impl Guard {
@@ -71,6 +73,7 @@ impl Guard {
         if let Some(addr) = listen {
             proxy_config.listen = addr;
         }
+        tracing::debug!(settings = ?proxy_config, "proxy settings");
         // Process context needs to know who connects: look sockets up in
         // this machine's own tables (clients on this host).
         let attribution = loaded
@@ -78,11 +81,13 @@ impl Guard {
             .is_some()
             .then(secureops_proxy::attribution::ProcNet::own);
         let (ctx, audit, control) = shared(loaded, audit_path, proxy_config.clone(), attribution.clone(), None)?;
+        let stats = ctx.stats.clone();
         let proxy = EgressProxy::bind(ctx)
             .await
             .with_context(|| format!("cannot listen on {}", proxy_config.listen))?;
         let addr = proxy.local_addr()?;
-        let dns_config = loaded.dns_config();
+        let mut dns_config = loaded.dns_config();
+        dns_config.stats.clone_from(&stats);
         let policy = DnsPolicy {
             allowlist: loaded.allowlist.clone(),
             private: loaded.private.clone(),
@@ -98,6 +103,8 @@ impl Guard {
         };
         let dns = sinkhole.as_ref().map(DnsSinkhole::local_addr);
         let shutdown = CancellationToken::new();
+        let broker = control.as_ref().map(|c| Arc::clone(&c.broker));
+        let metrics = crate::metrics::start(loaded, stats, &audit, broker, shutdown.clone()).await?;
         let served = tokio::spawn(proxy.run(shutdown.clone()));
         let dns_served = sinkhole.map(|s| tokio::spawn(s.run(shutdown.clone())));
         Ok(Self {
@@ -108,6 +115,7 @@ impl Guard {
             dns_served,
             audit,
             control,
+            metrics,
         })
     }
 
@@ -132,6 +140,7 @@ impl Guard {
             Some(attribution.clone()),
             netns,
         )?;
+        let stats = ctx.stats.clone();
         let explicit = EgressProxy::from_std(listeners.explicit, Arc::clone(&ctx), false)?;
         let transparent = EgressProxy::from_std(listeners.transparent, Arc::clone(&ctx), true)?;
         let addr = explicit.local_addr()?;
@@ -141,16 +150,15 @@ impl Guard {
             mode: loaded.mode,
             attribution: Some(Arc::new(attribution)),
         };
-        let sinkhole = DnsSinkhole::from_std(
-            listeners.dns_udp,
-            listeners.dns_tcp,
-            loaded.dns_config(),
-            policy,
-            audit.clone(),
-        )
-        .context("cannot start the DNS sinkhole")?;
+        let mut dns_config = loaded.dns_config();
+        dns_config.stats.clone_from(&stats);
+        let sinkhole = DnsSinkhole::from_std(listeners.dns_udp, listeners.dns_tcp, dns_config, policy, audit.clone())
+            .context("cannot start the DNS sinkhole")?;
         let dns = Some(sinkhole.local_addr());
         let shutdown = CancellationToken::new();
+        // On the host side: CMD's namespace cannot reach it.
+        let broker = control.as_ref().map(|c| Arc::clone(&c.broker));
+        let metrics = crate::metrics::start(loaded, stats, &audit, broker, shutdown.clone()).await?;
         let token = shutdown.clone();
         let served = tokio::spawn(async move {
             tokio::join!(explicit.run(token.clone()), transparent.run(token));
@@ -164,6 +172,7 @@ impl Guard {
             dns_served,
             audit,
             control,
+            metrics,
         })
     }
 
@@ -182,7 +191,11 @@ impl Guard {
         if let Some(control) = self.control {
             control.stop().await;
         }
-        self.audit.close().await.context("cannot close the audit log")?;
+        if let Some(metrics) = self.metrics {
+            metrics.stopped().await;
+        }
+        let entries = self.audit.close().await.context("cannot close the audit log")?;
+        tracing::info!(entries, "audit log closed");
         Ok(())
     }
 }
@@ -196,6 +209,7 @@ fn open_audit(loaded: &Loaded, audit_path: Option<&Path>) -> anyhow::Result<Audi
     let audit_config = loaded.audit_config(audit_path);
     let log = AuditLog::open(audit_config.clone())
         .with_context(|| format!("cannot open audit log {}", audit_config.path.display()))?;
+    tracing::info!(path = %audit_config.path.display(), key = %log.fingerprint(), "audit log open");
     Ok(match &loaded.tally {
         Some(tally) => log.with_observer(Arc::clone(tally) as Arc<dyn secureops_audit::AuditObserver>),
         None => log,
@@ -270,6 +284,7 @@ fn shared(
         attribution,
         escalation: control.as_ref().map(|c| Arc::clone(&c.broker)),
         pacer: Default::default(),
+        stats: crate::metrics::stats_for(loaded),
     });
     Ok((ctx, audit, control))
 }
@@ -330,24 +345,43 @@ pub(crate) fn load(config: Option<&Path>) -> anyhow::Result<Loaded> {
 /// `secureops proxy`: serve until SIGINT/SIGTERM, then exit 0.
 pub fn proxy(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let loaded = load(config)?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config.map_or_else(|| "<built-in default>".into(), |p| p.display().to_string()),
+        rules = loaded.allowlist.len(),
+        "secureops proxy starting"
+    );
+    // Only clients that use the proxy are guarded (`run` confines them).
+    tracing::info!(
+        tier = secureops_proxy::EnforcementTier::ProxyOnly.as_str(),
+        "enforcement: clients must use the proxy (HTTPS_PROXY); `secureops run` confines a command"
+    );
     runtime()?.block_on(async {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         raise_fd_limit(loaded.proxy_config().max_connections);
         let guard = Guard::start(&loaded, None, None).await?;
         println!("listening proxy={}", guard.addr);
+        tracing::info!(addr = %guard.addr, "proxy listening");
         if let Some(dns) = guard.dns {
             println!("listening dns={dns}");
+            tracing::info!(addr = %dns, "DNS sinkhole listening (UDP and TCP)");
         }
         if let Some(control) = &guard.control {
             println!("listening escalation={}", control.path.display());
+            tracing::info!(socket = %control.path.display(), "escalation control socket listening");
+        }
+        if let Some(metrics) = &guard.metrics {
+            println!("listening metrics={}", metrics.addr);
         }
         std::io::stdout().flush()?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        let signal = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal, "shutting down");
         guard.stop().await?;
+        tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
 }

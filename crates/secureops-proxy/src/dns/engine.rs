@@ -29,6 +29,7 @@ use crate::dns::cache::{AnswerCache, Key};
 use crate::dns::forward::{ForwardError, Forwarder};
 use crate::dns::limit::{Limiter, Report};
 use crate::dns::{DnsConfig, DnsPolicy, Transport};
+use crate::stats::DnsAnswer;
 
 /// Longest wait for the audit writer before the answer becomes a refusal.
 const AUDIT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -104,6 +105,23 @@ pub(crate) enum Outcome {
 
 impl Outcome {
     /// The decision recorded in the audit log.
+    /// The metrics class of the answer.
+    fn answer_class(&self) -> DnsAnswer {
+        match self {
+            Outcome::Static { .. } => DnsAnswer::Hosts,
+            Outcome::Cached { .. } => DnsAnswer::Cache,
+            Outcome::Forwarded { .. } => DnsAnswer::Upstream,
+            Outcome::LocalReverse { .. } => DnsAnswer::Local,
+            Outcome::NotAllowed { .. }
+            | Outcome::InvalidName { .. }
+            | Outcome::UnsafeStatic(_)
+            | Outcome::Rebinding(_) => DnsAnswer::Sinkhole,
+            Outcome::Upstream { .. } => DnsAnswer::Servfail,
+            Outcome::Rejected(_) => DnsAnswer::Rejected,
+            Outcome::AuditUnavailable => DnsAnswer::AuditUnavailable,
+        }
+    }
+
     pub(crate) fn verdict(&self) -> Verdict {
         match self {
             Outcome::Static { .. }
@@ -241,7 +259,20 @@ impl Engine {
         if self.limiter.admit(peer, Instant::now()) {
             Ok(())
         } else {
-            Err(answer::refused_header(bytes))
+            let refused = answer::refused_header(bytes);
+            self.count(if refused.is_some() {
+                DnsAnswer::RateLimited
+            } else {
+                DnsAnswer::Dropped
+            });
+            Err(refused)
+        }
+    }
+
+    /// Counts one message (with `[metrics]`).
+    fn count(&self, answer: DnsAnswer) {
+        if let Some(stats) = &self.config.stats {
+            stats.dns(answer);
         }
     }
 
@@ -259,6 +290,7 @@ impl Engine {
             Parsed::Drop(why) => {
                 tracing::trace!(?why, %peer, "dns message dropped");
                 self.limiter.note_dropped(peer.ip());
+                self.count(DnsAnswer::Dropped);
                 return Prepared::Drop;
             }
             other @ Parsed::Reject { .. } => return Prepared::Async(Box::new(other)),
@@ -287,6 +319,7 @@ impl Engine {
             Parsed::Drop(why) => {
                 tracing::trace!(?why, %peer, "dns message dropped");
                 self.limiter.note_dropped(peer.ip());
+                self.count(DnsAnswer::Dropped);
                 return None;
             }
             Parsed::Reject {
@@ -469,6 +502,10 @@ impl Engine {
         // where it is built, so the text goes in as it is.
         let mut f = AuditFinding::new(Kind::Dns, outcome.verdict(), outcome.to_string());
         f.via = Some(Via::Dns);
+        if let Some(stats) = &self.config.stats {
+            stats.dns(outcome.answer_class());
+            stats.decision(&f);
+        }
         if let Some((pid, exe)) = who {
             f.pid = Some(pid);
             f.exe = exe;

@@ -54,18 +54,38 @@ pub(crate) struct Forwarded {
 pub(crate) struct Forwarder {
     servers: Vec<SocketAddr>,
     timeout: Duration,
+    /// No upstream answering is logged once per episode.
+    failing: std::sync::Arc<crate::episode::Episode>,
 }
 
 impl Forwarder {
     /// Tries `servers` in order, each attempt bounded by `timeout`.
     pub(crate) fn new(servers: Vec<SocketAddr>, timeout: Duration) -> Self {
-        Self { servers, timeout }
+        Self {
+            servers,
+            timeout,
+            failing: Default::default(),
+        }
     }
 
     /// Sends `query` (the client's bytes, already checked) to the upstreams
     /// and returns the first usable answer. An upstream error code is
     /// returned as an answer when no server did better.
     pub(crate) async fn forward(&self, query: &[u8], q: &Query) -> Result<Forwarded, ForwardError> {
+        let answer = self.try_servers(query, q).await;
+        match &answer {
+            Err(e @ (ForwardError::Timeout(..) | ForwardError::Io(..))) => self.failing.failed(|| {
+                tracing::warn!(error = %e, "DNS sinkhole: no upstream resolver answers; allowed names get SERVFAIL");
+            }),
+            Err(_) => {}
+            Ok(_) => self
+                .failing
+                .worked(|| tracing::info!("DNS sinkhole: upstream resolvers answer again")),
+        }
+        answer
+    }
+
+    async fn try_servers(&self, query: &[u8], q: &Query) -> Result<Forwarded, ForwardError> {
         let mut last_error = ForwardError::NoUpstream;
         let mut fallback = None;
         for &server in &self.servers {

@@ -79,6 +79,8 @@ pub struct DnsConfig {
     /// a DNS flood cannot take the proxy's threads); 1 = a single-threaded
     /// event loop.
     pub threads: usize,
+    /// Counters for metrics (`None`: nothing is counted).
+    pub stats: Option<Arc<crate::stats::ProxyStats>>,
 }
 
 impl Default for DnsConfig {
@@ -98,6 +100,7 @@ impl Default for DnsConfig {
             tcp_idle_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(5),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            stats: None,
         }
     }
 }

@@ -79,6 +79,8 @@ pub struct Proxy {
     pub dir: PathBuf,
     _owned: Option<tempfile::TempDir>,
     pub stderr: Arc<std::sync::Mutex<String>>,
+    /// Stdout after the two listening lines (e.g. `listening metrics=`).
+    pub stdout: Arc<std::sync::Mutex<String>>,
 }
 
 impl Proxy {
@@ -169,9 +171,14 @@ impl Proxy {
             .parse()
             .unwrap();
         // Keep draining stdout so the proxy never blocks on a full pipe.
+        let stdout = Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = Arc::clone(&stdout);
         std::thread::spawn(move || {
-            let mut sink = Vec::new();
-            let _ = out.read_to_end(&mut sink);
+            for line in out.lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
         });
         Proxy {
             child,
@@ -180,6 +187,26 @@ impl Proxy {
             dir: dir.to_path_buf(),
             _owned: None,
             stderr,
+            stdout,
+        }
+    }
+
+    /// The address of a later `listening WHAT=ADDR` line (waits for it).
+    pub fn listening(&self, what: &str) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let prefix = format!("listening {what}=");
+        loop {
+            let found = self
+                .stdout
+                .lock()
+                .unwrap()
+                .lines()
+                .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned));
+            if let Some(addr) = found {
+                return addr.parse().unwrap();
+            }
+            assert!(Instant::now() < deadline, "no `{prefix}` line");
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
