@@ -378,14 +378,23 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new("."))
                 .to_path_buf();
-            let raw: Config = toml::from_str(&text).map_err(|e| ConfigError {
-                file: name.clone(),
-                at: e.span().map(|s| line_col(&text, s.start)),
-                message: e.message().trim().to_owned(),
-            })?;
-            check(raw, &text, &name, base)
+            parse(&text, &name, base)
         }
     }
+}
+
+/// Parses and checks the text of a config file named `file` (for error
+/// messages), with relative paths taken from `base`.
+///
+/// # Errors
+/// The first problem, with its line and column where it has one.
+pub fn parse(text: &str, file: &str, base: PathBuf) -> Result<Loaded, ConfigError> {
+    let raw: Config = toml::from_str(text).map_err(|e| ConfigError {
+        file: file.to_owned(),
+        at: e.span().map(|s| line_col(text, s.start)),
+        message: e.message().trim().to_owned(),
+    })?;
+    check(raw, text, file, base)
 }
 
 /// 1-based line and column of byte `offset` in `text`.

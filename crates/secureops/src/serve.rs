@@ -1,7 +1,6 @@
 //! `secureops proxy`, `secureops run` and `secureops tier`: start the
 //! enforcement point with its policy and audit log, and stop it cleanly.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
@@ -18,6 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Loaded};
+use crate::out::announce;
 
 /// Where the DNS sinkhole listens.
 pub(crate) enum DnsListen {
@@ -328,14 +328,13 @@ pub fn proxy(config: Option<&Path>) -> anyhow::Result<ExitCode> {
         let mut int = signal(SignalKind::interrupt())?;
         raise_fd_limit(loaded.proxy_config().max_connections);
         let guard = Guard::start(&loaded, None, None).await?;
-        println!("listening proxy={}", guard.addr);
+        announce(format_args!("listening proxy={}", guard.addr));
         if let Some(dns) = guard.dns {
-            println!("listening dns={dns}");
+            announce(format_args!("listening dns={dns}"));
         }
         if let Some(control) = &guard.control {
-            println!("listening escalation={}", control.path.display());
+            announce(format_args!("listening escalation={}", control.path.display()));
         }
-        std::io::stdout().flush()?;
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
