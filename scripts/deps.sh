@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs, with apt, the system tools that are missing. Usage:
 #   scripts/deps.sh run     # what `secureops run` needs: nft, ip, unshare, setpriv, setsid
-#   scripts/deps.sh test    # the above plus the real clients the tests drive
+#   scripts/deps.sh test    # the above plus the real clients the tests drive (and cargo-fuzz)
 #   scripts/deps.sh tools COMMAND=PACKAGE...   # just these (benchmark scripts)
 set -euo pipefail
 
@@ -38,4 +38,9 @@ if ((${#need[@]})); then
   echo "installing: ${need[*]}" >&2
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# The fuzz targets' runner (scripts/fuzz.sh; CI runs each target briefly).
+if [ "${1:-run}" = test ]; then
+  command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 fi

@@ -30,7 +30,10 @@ shift 2
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 build_dir="${CARGO_TARGET_DIR:-$PWD/target}/fuzz"
-fuzz=(cargo fuzz run -s none -a --target-dir "$build_dir")
+build=(-s none -a --target-dir "$build_dir")
+# FUZZ_DEV=1: an unoptimised build (CI's short runs: quicker to compile).
+[ "${FUZZ_DEV:-0}" = 1 ] && build+=(--dev)
+fuzz=(cargo fuzz run "${build[@]}")
 
 # Longest input per target: room for its caps to be hit (32 KiB heads,
 # 16 KiB ClientHellos, 4 KiB DNS queries), no more (long inputs are slow).
@@ -78,7 +81,7 @@ trap cleanup EXIT
 
 if [ "$target" = all ]; then
   # One build for all targets, then each in turn.
-  (cd fuzz && cargo fuzz build -s none -a --target-dir "$build_dir")
+  (cd fuzz && cargo fuzz build "${build[@]}")
   for f in fuzz/fuzz_targets/*.rs; do
     run_one "$(basename "$f" .rs)" "$@"
   done
