@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs, with apt, the system tools that are missing. Usage:
 #   scripts/deps.sh run     # what `secureops run` needs: nft, ip, unshare, setpriv, setsid
-#   scripts/deps.sh test    # the above plus the real clients the tests drive
+#   scripts/deps.sh test    # the above plus the real clients the tests drive (and cargo-fuzz)
 #   scripts/deps.sh tools COMMAND=PACKAGE...   # just these (benchmark scripts)
 #   scripts/deps.sh package # what scripts/deb.sh needs: cargo-deb
 # `test` also installs what scripts/package-test.sh needs (cargo-deb,
@@ -63,3 +63,8 @@ test | package)
   fi
   ;;
 esac
+
+# The fuzz targets' runner (scripts/fuzz.sh; CI runs each target briefly).
+if [ "${1:-run}" = test ]; then
+  command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+fi

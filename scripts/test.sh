@@ -11,5 +11,13 @@ scripts/deps.sh test
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Every fuzz target for a few seconds from its committed seeds
+# (scripts/fuzz.sh; a debug build, quicker to compile than the campaigns'
+# optimised one). SECUREOPS_FUZZ_SECONDS sets the time per target; 0 skips.
+fuzz_seconds=${SECUREOPS_FUZZ_SECONDS:-5}
+if [ "$fuzz_seconds" != 0 ]; then
+  FUZZ_DEV=1 scripts/fuzz.sh all "$fuzz_seconds"
+fi
+
 cargo test --workspace --locked
 scripts/package-test.sh

@@ -61,7 +61,7 @@ impl std::ops::Deref for Appended {
 /// Sees every decision the log has accepted, once its append succeeded
 /// (e.g. `secureops run`'s summary of what was refused). Called on the
 /// appending task or thread: it must be quick and must not block.
-pub trait AuditObserver: Send + Sync {
+pub trait AuditObserver: Send + Sync + std::fmt::Debug {
     /// `finding` is in the log.
     fn recorded(&self, finding: &AuditFinding);
 }

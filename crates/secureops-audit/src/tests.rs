@@ -558,7 +558,7 @@ async fn an_idle_syncer_is_woken_only_once_the_inline_group_is_let_go() {
 }
 
 /// Counts what an observer is told, by host.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Seen(Mutex<Vec<String>>);
 
 impl crate::AuditObserver for Seen {

@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod model;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -127,4 +129,116 @@ fn check_cidr(net: IpNet, inside: &[IpAddr], outside: &[IpAddr]) -> Result<(), T
         prop_assert_eq!(list.find(&Host::Ip(ip), 5432), None, "{} outside {}", ip, net);
     }
     Ok(())
+}
+
+/// A small universe of labels, so rules and hosts collide often.
+fn small_name() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop::sample::select(vec!["a", "b", "ex", "test", "xn--bcher-kva"]),
+        1..4,
+    )
+    .prop_map(|l| l.join("."))
+}
+
+fn small_ip() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![
+        prop::sample::select(vec![
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
+            IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 9)),
+        ]),
+        any::<IpAddr>(),
+    ]
+}
+
+/// Rule text over the small universe: every rule kind, every port kind.
+fn small_rule() -> impl Strategy<Value = Rule> {
+    let host = prop_oneof![
+        small_name(),
+        small_name().prop_map(|n| format!("*.{n}")),
+        small_ip().prop_map(|ip| match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        }),
+        prop::sample::select(vec![
+            "10.0.0.0/8",
+            "10.1.0.0/16",
+            "0.0.0.0/0",
+            "2001:db8::/32",
+            "2001:db8:100::/40"
+        ])
+        .prop_map(str::to_owned),
+    ];
+    let port = prop::sample::select(vec!["", ":22", ":80", ":443", ":8443", ":*"]);
+    (host, port).prop_map(|(h, p)| format!("{h}{p}").parse().unwrap())
+}
+
+/// Pieces of hostile host text: an allowed name, a denied one, separators
+/// and encodings that other parsers read differently.
+fn hostile_piece() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => small_name(),
+        2 => small_name().prop_map(|n| n.to_uppercase()),
+        1 => Just("evil.example".to_owned()),
+        2 => prop::sample::select(vec![
+            ".", "..", "@", "/", "\\", ":", ":443", "%2e", "%00", "\0", " ", "\t", "#", "?", "*", "*.",
+            "[", "]", "%", "xn--", "0x7f", "127.1", "::ffff:", "\u{3002}", "\u{ff0e}", "\u{200b}",
+        ])
+        .prop_map(str::to_owned),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn allowlist_agrees_with_a_linear_model(
+        rules in prop::collection::vec(small_rule(), 0..10),
+        host in prop_oneof![small_name().prop_map(Host::Name), small_ip().prop_map(|ip| Host::Ip(ip.to_canonical()))],
+        port in prop::sample::select(vec![0u16, 1, 22, 80, 443, 8443, 65535]),
+    ) {
+        // Names reach the allowlist normalised.
+        let host = match host {
+            Host::Name(n) => normalize_host(&n).unwrap(),
+            ip => ip,
+        };
+        let list = Allowlist::from_rules(rules.clone());
+        let naive = model::find(&rules, &host, port);
+        prop_assert_eq!(list.find(&host, port), naive, "{} port {} with {:?}", host, port, rules);
+        if let Host::Name(name) = &host {
+            prop_assert_eq!(list.resolves(name), rules.iter().any(|r| model::names(r, name)), "{} with {:?}", name, rules);
+        }
+    }
+
+    /// Normalisation only folds case, drops one trailing dot and applies
+    /// UTS #46 (IDNA): hostile text around an allowed name never normalises to it,
+    /// and the result is a fixed point.
+    #[test]
+    fn normalisation_never_turns_a_denied_host_into_an_allowed_one(
+        allowed in prop::collection::vec(small_name(), 1..4),
+        pieces in prop::collection::vec(hostile_piece(), 1..5),
+        port in prop::sample::select(vec![80u16, 443, 22]),
+    ) {
+        let raw = pieces.concat();
+        let rules: Vec<String> = allowed.iter().map(|n| format!("{n}:*")).chain(["*.b.test:*".to_owned()]).collect();
+        let list = Allowlist::parse(&rules).unwrap();
+        let Ok(host) = normalize_host(&raw) else { return Ok(()) };
+        prop_assert_eq!(normalize_host(&host.to_string()), Ok(host.clone()), "idempotent from {:?}", raw);
+        if list.find(&host, port).is_none() {
+            return Ok(());
+        }
+        let Host::Name(name) = &host else {
+            return Err(TestCaseError::fail(format!("{raw:?} became the address {host}")));
+        };
+        // ASCII text: only case and one trailing dot may differ. Other
+        // text: exactly what UTS #46 makes of it (`a\u{3002}b` is `a.b`
+        // to every IDNA resolver too).
+        let folded = if raw.is_ascii() {
+            raw.to_ascii_lowercase()
+        } else {
+            idna::domain_to_ascii(&raw).map_err(|e| TestCaseError::fail(format!("{raw:?}: {e}")))?
+        };
+        let plain = folded.strip_suffix('.').unwrap_or(&folded);
+        prop_assert_eq!(plain, name.as_str(), "{:?} let through as {}", raw, name);
+    }
 }

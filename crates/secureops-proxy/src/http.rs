@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 
 use bytes::{Buf, Bytes};
-use secureops_audit::Via;
 use tokio::io::AsyncWriteExt;
 
 use crate::attribution::Process;
@@ -14,7 +13,8 @@ use crate::conn::{Conn, ReadHeadError, respond_and_close, write_all};
 use crate::context::ProxyContext;
 use crate::decision::{ConnectionRequest, host_port_host};
 use crate::peek::PeekedHost;
-use crate::peek::http_head::{BodyKind, Head, is_hop_by_hop, parse_response, split_authority};
+use crate::peek::http_head::{BodyKind, Head, is_hop_by_hop, parse_response};
+use crate::peek::target::http_destination;
 use crate::refusal::Refusal;
 use crate::resolve::connect;
 
@@ -36,33 +36,6 @@ pub(crate) enum Next {
     Close,
 }
 
-/// Splits an absolute-form target into authority and origin-form path.
-fn split_target(target: &str) -> Result<(&str, String), Refusal> {
-    let rest = match target.get(..7) {
-        Some(scheme) if scheme.eq_ignore_ascii_case("http://") => &target[7..],
-        _ if target.starts_with('/') => {
-            return Err(Refusal::Malformed(
-                "origin-form request: this is a proxy, send absolute-form (http://host/path)".into(),
-            ));
-        }
-        _ => {
-            return Err(Refusal::Malformed(
-                "only http:// URLs are proxied this way; use CONNECT for https".into(),
-            ));
-        }
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(end);
-    // A fragment is never sent on the wire.
-    let path = path.split('#').next().unwrap_or_default();
-    let path = match path {
-        "" => "/".to_owned(),
-        p if p.starts_with('?') => format!("/{p}"),
-        p => p.to_owned(),
-    };
-    Ok((authority, path))
-}
-
 /// Where requests come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -76,28 +49,6 @@ pub(crate) enum Mode {
     },
 }
 
-/// The authority and origin-form path of a redirected request: exactly one
-/// `Host` header; an absolute-form target must name the same host.
-fn transparent_target(head: &Head) -> Result<(String, String), Refusal> {
-    let mut hosts = head.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("host"));
-    let (Some((_, host)), None) = (hosts.next(), hosts.next()) else {
-        return Err(Refusal::Malformed("exactly one Host header is required".into()));
-    };
-    let host = std::str::from_utf8(host)
-        .map_err(|_| Refusal::Malformed("Host header is not text".into()))?
-        .trim();
-    if head.target.starts_with('/') {
-        return Ok((host.to_owned(), head.target.clone()));
-    }
-    let (authority, path) = split_target(&head.target)?;
-    if !authority.eq_ignore_ascii_case(host) {
-        return Err(Refusal::Malformed(
-            "request target and Host header name different hosts".into(),
-        ));
-    }
-    Ok((host.to_owned(), path))
-}
-
 /// Handles one request whose head has been read.
 pub(crate) async fn forward(
     ctx: &ProxyContext,
@@ -108,27 +59,13 @@ pub(crate) async fn forward(
     process: &Process,
     mode: Mode,
 ) -> Next {
-    let target = match mode {
-        Mode::Explicit => split_target(&head.target).map(|(a, p)| (a.to_owned(), p)),
-        Mode::Transparent { .. } => transparent_target(&head),
+    let transparent_port = match mode {
+        Mode::Explicit => None,
+        Mode::Transparent { port } => Some(port),
     };
-    let (authority, path) = match target {
+    let (peeked, authority, path) = match http_destination(&head, transparent_port) {
         Ok(parts) => parts,
         Err(r) => return refuse(ctx, client, None, None, r).await,
-    };
-    let peeked = match (split_authority(&authority), mode) {
-        (Ok((host, port)), Mode::Explicit) => PeekedHost {
-            host: host.to_owned(),
-            port: port.unwrap_or(80),
-            via: Via::Http,
-        },
-        // The connection goes where the client dialled: its port decides.
-        (Ok((host, _)), Mode::Transparent { port }) => PeekedHost {
-            host: host.to_owned(),
-            port,
-            via: Via::HostHeader,
-        },
-        (Err(e), _) => return refuse(ctx, client, None, None, Refusal::Malformed(e.to_string())).await,
     };
     let req = match ctx.request(&peeked, peer) {
         Ok(req) => req.with_process(process.clone()),
@@ -394,21 +331,4 @@ async fn refuse_unrecorded(ctx: &ProxyContext, client: &mut Conn, r: Refusal) ->
     }
     respond_and_close(&mut client.stream, &r.response(), ctx.config.idle_timeout).await;
     Next::Close
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets() {
-        let ok = |t: &str| split_target(t).ok().map(|(a, p)| (a.to_owned(), p));
-        assert_eq!(ok("http://a.test/x?y"), Some(("a.test".into(), "/x?y".into())));
-        assert_eq!(ok("HTTP://a.test"), Some(("a.test".into(), "/".into())));
-        assert_eq!(ok("http://a.test:8080?q"), Some(("a.test:8080".into(), "/?q".into())));
-        assert_eq!(ok("http://a.test#f"), Some(("a.test".into(), "/".into())));
-        assert!(split_target("/x").is_err());
-        assert!(split_target("https://a.test/").is_err());
-        assert!(split_target("ftp://a.test/").is_err());
-    }
 }

@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 
-use secureops_audit::Via;
 use secureops_policy::normalize_host;
 use tokio::time::Instant;
 
@@ -15,7 +14,8 @@ use crate::conn::{Conn, respond_and_close, write_all};
 use crate::context::ProxyContext;
 use crate::decision::ConnectionRequest;
 use crate::peek::PeekedHost;
-use crate::peek::http_head::{Head, split_authority};
+use crate::peek::http_head::Head;
+use crate::peek::target::connect_destination;
 use crate::peek::tls_sni::{SniError, looks_like_tls, parse_sni};
 use crate::refusal::Refusal;
 use crate::relay::{Gate, relay_metered};
@@ -31,23 +31,9 @@ pub(crate) async fn tunnel(
     peer: Option<SocketAddr>,
     process: &Process,
 ) {
-    let peeked = match split_authority(&head.target) {
-        Ok((host, Some(port))) => PeekedHost {
-            host: host.to_owned(),
-            port,
-            via: Via::Connect,
-        },
-        Ok((_, None)) => {
-            return refuse(
-                ctx,
-                client,
-                None,
-                None,
-                Refusal::Malformed("CONNECT target needs a port".into()),
-            )
-            .await;
-        }
-        Err(e) => return refuse(ctx, client, None, None, Refusal::Malformed(e.to_string())).await,
+    let peeked = match connect_destination(&head) {
+        Ok(peeked) => peeked,
+        Err(r) => return refuse(ctx, client, None, None, r).await,
     };
     let req = match ctx.request(&peeked, peer) {
         Ok(req) => req.with_process(process.clone()),

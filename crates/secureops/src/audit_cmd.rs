@@ -8,6 +8,7 @@ use anyhow::Context;
 use secureops_audit::{Anchor, AnchorError, Fault};
 
 use crate::cli::{AuditCommand, DecisionFilter};
+use crate::out::outln;
 
 /// Runs an `audit` subcommand; verify exits 1 on a bad log.
 pub fn audit(action: AuditCommand) -> ExitCode {
@@ -52,7 +53,7 @@ fn anchor_for(files: &[PathBuf], explicit: Option<&Path>) -> anyhow::Result<Resu
         Ok(anchor) => Ok(Ok(anchor)),
         Err(e @ AnchorError::Io { .. }) => Err(anyhow::Error::new(e).context("cannot read the log's anchor")),
         Err(e) => {
-            println!("FAILED {e}");
+            outln!("FAILED {e}");
             Ok(Err(ExitCode::from(1)))
         }
     }
@@ -71,21 +72,21 @@ fn verify(files: &[PathBuf], pubkey: Option<&Path>, open: bool, anchor: Option<&
     };
     match secureops_audit::verify_with_anchor(files, pinned.as_ref(), open, anchor.as_ref()) {
         Ok(report) => {
-            println!("ok {} entries", report.entries);
+            outln!("ok {} entries", report.entries);
             if report.key_pinned {
-                println!("key pinned: {}", report.fingerprint);
+                outln!("key pinned: {}", report.fingerprint);
             } else {
-                println!(
+                outln!(
                     "trusting the key recorded in the log's first entry: {} (pin yours with --pubkey KEY.pub)",
                     report.fingerprint
                 );
             }
             if !report.closed {
-                println!("log is open (no closing entry yet)");
+                outln!("log is open (no closing entry yet)");
             }
             match (&anchor, report.anchor_seq) {
-                (Some(anchor), Some(seq)) => println!("anchor: seq {seq} matches ({})", anchor.file().display()),
-                _ => println!(
+                (Some(anchor), Some(seq)) => outln!("anchor: seq {seq} matches ({})", anchor.file().display()),
+                _ => outln!(
                     "no anchor found for this log (a log cut back to an earlier stop cannot be told from a complete one)"
                 ),
             }
@@ -94,22 +95,22 @@ fn verify(files: &[PathBuf], pubkey: Option<&Path>, open: bool, anchor: Option<&
         Err(e) => {
             if e.line == 0 {
                 // The whole file (unreadable, empty): no line to name.
-                println!("FAILED {}: {}", e.file.display(), e.fault);
+                outln!("FAILED {}: {}", e.file.display(), e.fault);
             } else {
-                println!("FAILED {}:{}: {}", e.file.display(), e.line, e.fault);
+                outln!("FAILED {}:{}: {}", e.file.display(), e.line, e.fault);
             }
             if matches!(e.fault, Fault::NotClosed) {
-                println!("hint: a log that is still being written verifies with --open");
+                outln!("hint: a log that is still being written verifies with --open");
             }
             if let Some(anchor) = &anchor {
                 match e.fault {
-                    Fault::EndsBeforeAnchor { .. } | Fault::AnchorMismatch { .. } => println!(
+                    Fault::EndsBeforeAnchor { .. } | Fault::AnchorMismatch { .. } => outln!(
                         "hint: the anchor {} records seq {}, signed by {}",
                         anchor.file().display(),
                         anchor.seq(),
                         anchor.fingerprint()
                     ),
-                    Fault::WrongKey { .. } if pinned.is_none() && e.line == 1 => println!(
+                    Fault::WrongKey { .. } if pinned.is_none() && e.line == 1 => outln!(
                         "hint: the anchor {} names key {}: the log was written anew under another key",
                         anchor.file().display(),
                         anchor.fingerprint()
@@ -125,8 +126,7 @@ fn verify(files: &[PathBuf], pubkey: Option<&Path>, open: bool, anchor: Option<&
 fn show(file: &Path, decision: Option<DecisionFilter>, json: bool) -> anyhow::Result<ExitCode> {
     let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let want = decision.map(decision_word);
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = crate::out::stdout();
     if !json {
         writeln!(out, "{}", Row::header())?;
     }
@@ -242,7 +242,7 @@ impl Row {
 pub fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
     let fingerprint =
         secureops_audit::generate_key(out).with_context(|| format!("cannot create key {}", out.display()))?;
-    println!("wrote {} (private, 0600) and {}.pub", out.display(), out.display());
-    println!("fingerprint {fingerprint}");
+    outln!("wrote {} (private, 0600) and {}.pub", out.display(), out.display());
+    outln!("fingerprint {fingerprint}");
     Ok(ExitCode::SUCCESS)
 }

@@ -64,8 +64,7 @@ pub fn summary(file: &Path, decision: Option<DecisionFilter>) -> anyhow::Result<
     }
     let mut rows: Vec<(String, Counts)> = by_dest.into_iter().collect();
     rows.sort_by(|a, b| b.1.total().cmp(&a.1.total()).then_with(|| a.0.cmp(&b.0)));
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = crate::out::stdout();
     writeln!(
         out,
         "{:<40} {:>7} {:>7} {:>7} {:>8}",

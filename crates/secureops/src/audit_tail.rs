@@ -37,8 +37,7 @@ const MAX_PARTIAL: usize = 2 * secureops_audit::MAX_LINE;
 pub fn tail(path: &Path, follow: bool) -> anyhow::Result<ExitCode> {
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut reader = Reader::open(path)?;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = crate::out::stdout();
     let printed = reader.drain(&mut out, colour).and_then(|()| out.flush());
     if !follow {
         return finish(printed);

@@ -40,7 +40,7 @@ pub fn prepare(loaded: &mut Loaded, options: Options) -> Arc<Tally> {
         });
     }
     let tally = Arc::new(Tally::default());
-    loaded.tally = Some(Arc::clone(&tally));
+    loaded.tally = Some(Arc::clone(&tally) as Arc<dyn secureops_audit::AuditObserver>);
     tally
 }
 

@@ -10,6 +10,7 @@ use secureops_proxy::peek::http_head::{HeadError, split_authority};
 use secureops_proxy::{AllowlistPdp, ConnectionRequest, ContextPdp, Decision, PdpError, PolicyDecisionPoint, Ruling};
 
 use crate::config;
+use crate::out::outln;
 
 /// A decision function over one request.
 type Decide = dyn Fn(&ConnectionRequest) -> Result<Ruling, PdpError>;
@@ -120,7 +121,7 @@ pub fn check(config: Option<&Path>, pid: Option<u32>, allow: &[String], dest: &s
 }
 
 fn verdict(d: Decision, reason: &str) -> ExitCode {
-    println!("{} {reason}", d.as_str());
+    outln!("{} {reason}", d.as_str());
     if d == Decision::Allow {
         ExitCode::SUCCESS
     } else {

@@ -26,6 +26,14 @@ pub struct ConfigError {
     message: String,
 }
 
+/// `[metrics]` of the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Where `/metrics` is served, e.g. `127.0.0.1:9464`.
+    pub listen: std::net::SocketAddr,
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.at {
@@ -56,7 +64,7 @@ pub struct Config {
     /// `[run]`: host sockets and paths under `secureops run`
     pub run: RunSection,
     /// `[metrics]`: the Prometheus endpoint (off when absent)
-    pub metrics: Option<crate::metrics::MetricsSection>,
+    pub metrics: Option<MetricsSection>,
 }
 
 /// `[proxy]`
@@ -267,7 +275,7 @@ pub struct Loaded {
     /// What happens to a destination no rule admits (`run --learn`).
     pub mode: secureops_policy::Mode,
     /// `run`: told about every entry of the log, for the summary at the end.
-    pub tally: Option<std::sync::Arc<crate::summary::Tally>>,
+    pub tally: Option<std::sync::Arc<dyn secureops_audit::AuditObserver>>,
 }
 
 /// `[context]` turned into what the PDP takes.
@@ -382,14 +390,23 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new("."))
                 .to_path_buf();
-            let raw: Config = toml::from_str(&text).map_err(|e| ConfigError {
-                file: name.clone(),
-                at: e.span().map(|s| line_col(&text, s.start)),
-                message: e.message().trim().to_owned(),
-            })?;
-            check(raw, &text, &name, base)
+            parse(&text, &name, base)
         }
     }
+}
+
+/// Parses and checks the text of a config file named `file` (for error
+/// messages), with relative paths taken from `base`.
+///
+/// # Errors
+/// The first problem, with its line and column where it has one.
+pub fn parse(text: &str, file: &str, base: PathBuf) -> Result<Loaded, ConfigError> {
+    let raw: Config = toml::from_str(text).map_err(|e| ConfigError {
+        file: file.to_owned(),
+        at: e.span().map(|s| line_col(text, s.start)),
+        message: e.message().trim().to_owned(),
+    })?;
+    check(raw, text, file, base)
 }
 
 /// 1-based line and column of byte `offset` in `text`.

@@ -18,7 +18,7 @@ pub fn completions(shell: CompletionShell) -> anyhow::Result<ExitCode> {
     // Into a buffer first: `generate` panics on a write error (a closed pipe).
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut public_command(), "secureops", &mut script);
-    std::io::stdout().lock().write_all(&script)?;
+    crate::out::stdout().write_all(&script)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -28,7 +28,7 @@ pub fn completions(shell: CompletionShell) -> anyhow::Result<ExitCode> {
 pub fn man() -> anyhow::Result<ExitCode> {
     let mut page = Vec::new();
     render(&mut page)?;
-    std::io::stdout().lock().write_all(&page)?;
+    crate::out::stdout().write_all(&page)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -28,6 +28,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Loaded, OnTaint};
+use crate::out::outln;
 
 /// Control connections served at once; more wait in the backlog.
 const MAX_CONTROL_CONNECTIONS: usize = 16;
@@ -392,12 +393,12 @@ pub(crate) fn pending(config: Option<&Path>, json: bool) -> ExitCode {
     let held = reply.pending.unwrap_or_default();
     if json {
         for h in &held {
-            println!("{}", serde_json::to_string(h).unwrap_or_default());
+            outln!("{}", serde_json::to_string(h).unwrap_or_default());
         }
         return ExitCode::SUCCESS;
     }
     if held.is_empty() {
-        println!("no pending requests");
+        outln!("no pending requests");
         return ExitCode::SUCCESS;
     }
     let rows: Vec<[String; 5]> = held
@@ -426,13 +427,13 @@ pub(crate) fn pending(config: Option<&Path>, json: bool) -> ExitCode {
         }
         out
     };
-    println!("{}REASON", line(&header));
+    outln!("{}REASON", line(&header));
     for (row, h) in rows.iter().zip(&held) {
         let cells: Vec<&str> = row.iter().map(String::as_str).collect();
-        println!("{}{}", line(&cells), printable(&h.reason));
+        outln!("{}{}", line(&cells), printable(&h.reason));
     }
     if let Some(ms) = reply.timeout_ms {
-        println!("(refused when not answered within {ms} ms: secureops approve ID | secureops deny ID [--remember])");
+        outln!("(refused when not answered within {ms} ms: secureops approve ID | secureops deny ID [--remember])");
     }
     ExitCode::SUCCESS
 }
@@ -459,16 +460,16 @@ pub(crate) fn answer(config: Option<&Path>, id: u64, approve: bool, remember: bo
             ..
         } => {
             let word = if approve { "approved" } else { "denied" };
-            println!("{word} {id}: {}", describe(&h));
+            outln!("{word} {id}: {}", describe(&h));
             if remember {
                 if approve {
-                    println!(
+                    outln!(
                         "remembered: later escalations of this program to {}:{} go through without asking",
                         printable(&h.host),
                         h.port
                     );
                 } else {
-                    println!(
+                    outln!(
                         "remembered: later escalations to {}:{} are refused without asking",
                         printable(&h.host),
                         h.port

@@ -15,7 +15,6 @@
 mod http;
 mod process;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
@@ -27,17 +26,8 @@ use prometheus_client::registry::Registry;
 use secureops_audit::AuditStats;
 use secureops_audit::stats::HistogramSnapshot;
 use secureops_proxy::{Escalations, ProxyStats};
-use serde::Deserialize;
 
 pub(crate) use http::Server;
-
-/// `[metrics]` of the config file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MetricsSection {
-    /// Where `/metrics` is served, e.g. `127.0.0.1:9464`.
-    pub listen: SocketAddr,
-}
 
 /// What one guard exposes.
 #[derive(Debug, Clone)]

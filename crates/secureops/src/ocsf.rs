@@ -29,8 +29,7 @@ pub fn export(file: &Path, format: ExportFormat) -> anyhow::Result<ExitCode> {
     let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let log_name = file.file_name().map(|n| n.to_string_lossy().into_owned());
     let mut writer = Writer::default();
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = std::io::BufWriter::new(crate::out::stdout());
     for (n, line) in std::io::BufReader::new(f).split(b'\n').enumerate() {
         let line = line.with_context(|| format!("cannot read {}", file.display()))?;
         let event = match Entry::parse(&line) {

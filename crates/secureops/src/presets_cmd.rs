@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use secureops_policy::presets;
 
+use crate::out::outln;
+
 /// Without `name`: one line per preset (`@NAME  what it is for`). With it:
 /// its rules, one a line, each with what needs it (`optional` marks rules
 /// only some uses need). Exit 2 for an unknown name.
@@ -11,7 +13,7 @@ pub fn presets_cmd(name: Option<&str>) -> ExitCode {
     let Some(name) = name else {
         let width = presets::all().iter().map(|p| p.name.len() + 1).max().unwrap_or(0);
         for p in presets::all() {
-            println!("{:width$}  {}", format!("@{}", p.name), p.summary);
+            outln!("{:width$}  {}", format!("@{}", p.name), p.summary);
         }
         return ExitCode::SUCCESS;
     };
@@ -23,7 +25,7 @@ pub fn presets_cmd(name: Option<&str>) -> ExitCode {
     let width = rules.iter().map(String::len).max().unwrap_or(0);
     for (text, r) in rules.iter().zip(&preset.rules) {
         let optional = if r.optional { "optional: " } else { "" };
-        println!("{text:width$}  # {optional}{}", r.why);
+        outln!("{text:width$}  # {optional}{}", r.why);
     }
     ExitCode::SUCCESS
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::out::outln;
 use anyhow::Context;
 
 /// The attempts, run by `sh` inside the run. Each prints one line.
@@ -80,7 +81,7 @@ pub fn probe() -> anyhow::Result<ExitCode> {
         let _ = std::fs::remove_file(&path);
         let Ok(listener) = UnixListener::bind(&path) else {
             env.push((var.into(), String::new()));
-            println!("skipped {name}: cannot bind {}", path.display());
+            outln!("skipped {name}: cannot bind {}", path.display());
             continue;
         };
         let canary = Arc::new(Canary::default());
@@ -138,7 +139,7 @@ pub fn probe() -> anyhow::Result<ExitCode> {
     let text = String::from_utf8_lossy(&out.stdout);
     let mut open = 0;
     if !out.status.success() && text.trim().is_empty() {
-        println!(
+        outln!(
             "OPEN run: the throwaway run failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
@@ -151,13 +152,13 @@ pub fn probe() -> anyhow::Result<ExitCode> {
             .find(|(n, _)| *n == name)
             .map_or(0, |(_, c)| c.hits.load(Ordering::SeqCst));
         if line.starts_with("blocked") && outside > 0 {
-            println!("OPEN {name}: {outside} connection(s) or datagram(s) reached the host");
+            outln!("OPEN {name}: {outside} connection(s) or datagram(s) reached the host");
             open += 1;
         } else {
             if line.starts_with("OPEN") {
                 open += 1;
             }
-            println!("{line}");
+            outln!("{line}");
         }
     }
     // The host process must still run, and not be stopped.
@@ -168,7 +169,7 @@ pub fn probe() -> anyhow::Result<ExitCode> {
         .and_then(|r| r.split_whitespace().next())
         .unwrap_or("gone");
     if state == "T" || state == "gone" || state == "Z" {
-        println!("OPEN host-process: it is {state} after the drill");
+        outln!("OPEN host-process: it is {state} after the drill");
         open += 1;
     }
     let _ = host.kill();

@@ -11,6 +11,7 @@ use secureops_proxy::attribution::ProcNet;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::confine;
+use crate::out::outln;
 use crate::serve::{Guard, load, runtime};
 
 /// `secureops run`: CMD behind the guard; exits with CMD's status (128+N
@@ -340,13 +341,13 @@ pub fn tier(json: bool) {
             "bpf_lsm": bpf_lsm,
             "credential_watch": credwatch.is_ok(),
         });
-        println!("{v}");
+        outln!("{v}");
     } else {
-        println!("{} — {why}", tier.as_str());
+        outln!("{} — {why}", tier.as_str());
         for l in &layers {
-            println!("{}: {} ({})", l.name, if l.on { "on" } else { "off" }, l.why);
+            outln!("{}: {} ({})", l.name, if l.on { "on" } else { "off" }, l.why);
         }
-        println!("running as root: {root}; {lsm_note}");
-        println!("{cred_note}");
+        outln!("running as root: {root}; {lsm_note}");
+        outln!("{cred_note}");
     }
 }

@@ -1,7 +1,6 @@
 //! `secureops proxy`, `secureops run` and `secureops tier`: start the
 //! enforcement point with its policy and audit log, and stop it cleanly.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
@@ -18,6 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Loaded};
+use crate::out::announce;
 
 /// Where the DNS sinkhole listens.
 pub(crate) enum DnsListen {
@@ -211,7 +211,7 @@ fn open_audit(loaded: &Loaded, audit_path: Option<&Path>) -> anyhow::Result<Audi
         .with_context(|| format!("cannot open audit log {}", audit_config.path.display()))?;
     tracing::info!(path = %audit_config.path.display(), key = %log.fingerprint(), "audit log open");
     Ok(match &loaded.tally {
-        Some(tally) => log.with_observer(Arc::clone(tally) as Arc<dyn secureops_audit::AuditObserver>),
+        Some(tally) => log.with_observer(Arc::clone(tally)),
         None => log,
     })
 }
@@ -361,20 +361,19 @@ pub fn proxy(config: Option<&Path>) -> anyhow::Result<ExitCode> {
         let mut int = signal(SignalKind::interrupt())?;
         raise_fd_limit(loaded.proxy_config().max_connections);
         let guard = Guard::start(&loaded, None, None).await?;
-        println!("listening proxy={}", guard.addr);
+        announce(format_args!("listening proxy={}", guard.addr));
         tracing::info!(addr = %guard.addr, "proxy listening");
         if let Some(dns) = guard.dns {
-            println!("listening dns={dns}");
+            announce(format_args!("listening dns={dns}"));
             tracing::info!(addr = %dns, "DNS sinkhole listening (UDP and TCP)");
         }
         if let Some(control) = &guard.control {
-            println!("listening escalation={}", control.path.display());
+            announce(format_args!("listening escalation={}", control.path.display()));
             tracing::info!(socket = %control.path.display(), "escalation control socket listening");
         }
         if let Some(metrics) = &guard.metrics {
-            println!("listening metrics={}", metrics.addr);
+            announce(format_args!("listening metrics={}", metrics.addr));
         }
-        std::io::stdout().flush()?;
         let signal = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",

@@ -211,7 +211,11 @@ pub fn suggest_cmd(logs: &[PathBuf], config_path: Option<&Path>) -> ExitCode {
     }
     let out = suggest(&observed.seen(), &loaded.allowlist, &|h| blocked(&loaded, h));
     let from = config_path.map_or_else(|| "the built-in default".to_owned(), |p| p.display().to_string());
-    print!("{}", render(&from, logs, &out, observed.other_refusals));
+    let text = render(&from, logs, &out, observed.other_refusals);
+    if let Err(e) = std::io::Write::write_all(&mut crate::out::stdout(), text.as_bytes()) {
+        eprintln!("error: cannot write to standard output: {e}");
+        return ExitCode::from(2);
+    }
     ExitCode::SUCCESS
 }
 

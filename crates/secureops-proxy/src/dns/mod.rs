@@ -26,6 +26,9 @@ mod attribute;
 mod cache;
 mod engine;
 mod forward;
+/// The query path without sockets, for the fuzz target; not a stable API.
+#[doc(hidden)]
+pub mod fuzz;
 mod limit;
 mod tcp;
 mod udp;

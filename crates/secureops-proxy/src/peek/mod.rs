@@ -2,6 +2,7 @@
 //! absolute-form URL, the TLS ClientHello SNI or the HTTP `Host` header.
 
 pub mod http_head;
+pub mod target;
 pub mod tls_sni;
 
 use secureops_audit::Via;
