@@ -12,7 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::confine;
 use crate::out::outln;
-use crate::serve::{Guard, load, runtime};
+use crate::serve::{Guard, block_on, load};
 
 /// `secureops run`: CMD behind the guard; exits with CMD's status (128+N
 /// when signal N ended it).
@@ -117,7 +117,7 @@ fn run_confined(
     listeners: confine::Listeners,
 ) -> anyhow::Result<ExitCode> {
     let pid = confined.child.id();
-    runtime()?.block_on(async move {
+    block_on(async move {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
@@ -191,7 +191,7 @@ fn run_weak(loaded: &crate::config::Loaded, audit: Option<&Path>, cmd: &[String]
     let Some((program, args)) = cmd.split_first() else {
         bail!("no command given")
     };
-    runtime()?.block_on(async {
+    block_on(async {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         // Each run gets its own ephemeral port: two runs never collide.

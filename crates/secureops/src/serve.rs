@@ -327,12 +327,22 @@ fn policy(loaded: &Loaded) -> Arc<dyn PolicyDecisionPoint> {
     Arc::new(pdp)
 }
 
-pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// Runs the guard's async part on a multi-threaded runtime, then shuts the
+/// runtime down without waiting long for blocking calls: a PDP call that
+/// stalls keeps its blocking thread (its request was refused at
+/// `pdp_timeout` already), and it must not hold SIGTERM's clean stop.
+pub(crate) fn block_on<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the runtime")
+        .context("cannot start the runtime")?;
+    let out = runtime.block_on(work);
+    runtime.shutdown_timeout(SHUTDOWN_WAIT);
+    out
 }
+
+/// How long a stopping guard waits for blocking calls still running.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub(crate) fn load(config: Option<&Path>) -> anyhow::Result<Loaded> {
     let loaded = config::load(config)?;
@@ -356,7 +366,7 @@ pub fn proxy(config: Option<&Path>) -> anyhow::Result<ExitCode> {
         tier = secureops_proxy::EnforcementTier::ProxyOnly.as_str(),
         "enforcement: clients must use the proxy (HTTPS_PROXY); `secureops run` confines a command"
     );
-    runtime()?.block_on(async {
+    block_on(async {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         raise_fd_limit(loaded.proxy_config().max_connections);

@@ -537,4 +537,17 @@ fn a_stalling_pdp_is_refused_in_time_while_other_clients_are_served() {
         .filter(|e| e["host"] == "fault.test" && e["decision"] == "deny")
         .count();
     assert_eq!(refused, STALLED, "{entries:?}");
+    // The stalled calls still hold their threads (30 s): SIGTERM must not
+    // wait for them, and the log must be closed cleanly.
+    let log = proxy.dir.join("secureops-audit.jsonl");
+    let stopping = Instant::now();
+    let status = proxy.stop();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "a stalled PDP held the stop for {:?}",
+        stopping.elapsed()
+    );
+    let verify = secureops(&["audit", "verify", log.to_str().unwrap()], dir.path());
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
 }
