@@ -54,6 +54,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
                 allowlist: allowlist.clone(),
                 private: PrivateDestinations::default(),
                 attribution: None,
+                mode: secureops_policy::Mode::Enforce,
             };
             LocalAnswers::new(config, policy, audit.clone())
         })
