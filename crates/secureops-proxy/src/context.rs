@@ -219,6 +219,9 @@ impl ProxyContext {
     /// machine, are not counted against it (but bounded).
     pub async fn decide_in_time(&self, req: &ConnectionRequest) -> Result<Ruling, Refusal> {
         self.audit_available()?;
+        if !self.pdp.may_block() {
+            return self.decide(req);
+        }
         let pdp = Arc::clone(&self.pdp);
         let owned = req.clone();
         let limit = self.config.pdp_timeout;

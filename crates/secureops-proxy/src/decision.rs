@@ -87,6 +87,15 @@ pub trait PolicyDecisionPoint: Send + Sync + 'static {
     /// Decides one request. Must not block for long: the caller enforces
     /// `pdp_timeout_ms` and treats a late answer as a refusal.
     fn decide(&self, req: &ConnectionRequest) -> Result<Ruling, PdpError>;
+
+    /// Whether a call may wait on anything (files, `/proc`, locks held
+    /// elsewhere): such a PDP is asked on the blocking pool, so that a
+    /// stall holds one thread and is refused at `pdp_timeout`. A PDP that
+    /// only computes (`false`) is asked inline, which saves two thread
+    /// hand-offs per connection. The default is the safe answer.
+    fn may_block(&self) -> bool {
+        true
+    }
 }
 
 /// A dependency-free [`PolicyDecisionPoint`]: allow a connection only when
@@ -130,6 +139,11 @@ impl PolicyDecisionPoint for AllowlistPdp {
             },
             None => unlisted(self.mode, &req.host, req.port),
         })
+    }
+
+    /// A lookup in memory: nothing to wait for.
+    fn may_block(&self) -> bool {
+        false
     }
 }
 
